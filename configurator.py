@@ -1,0 +1,81 @@
+"""
+nanoGPT-style configuration. A script defines its settings as plain globals, then calls
+configure(globals()) to override them from the command line:
+
+    python train.py config/hybrid_long.py --batch_size=8 --compile=False --out_dir=out-test
+
+Arguments apply left to right. A config/*.py file is plain Python that assigns some of the
+settings; --key=value sets one, the value read as a Python literal (strings may go bare:
+--init_from=resume). A setting keeps its default's type (an int may stand for a float;
+a default of None takes any literal). Any mistake ends the program with one line on stderr.
+"""
+
+import ast
+import difflib
+import glob
+import os
+import sys
+import types
+
+LITERALS = (bool, int, float, str, type(None))
+
+
+def fail(message):
+    print(f"error: {message}", file=sys.stderr)
+    sys.exit(2)
+
+
+def nearest(word, candidates):
+    close = difflib.get_close_matches(word, list(candidates), n=1, cutoff=0.5)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def checked(key, value, settings, source):
+    """value, converted to the type of settings[key]; fail() on an unknown key or a wrong type."""
+    if key not in settings:
+        fail(f"unknown setting {key!r} in {source}{nearest(key, settings)}; see --help for the list")
+    default = settings[key]
+    if default is None or type(value) is type(default):
+        return value
+    if isinstance(default, float) and type(value) is int:
+        return float(value)
+    fail(f"{key} in {source} expects {type(default).__name__} (default {default!r}), got {value!r}")
+
+
+def configure(settings, argv=None):
+    """Apply config files and --key=value arguments (default: sys.argv[1:]) to `settings`,
+    a script's globals. Only names bound to plain literals count as settings.
+    Returns {key: value} of what was set, for logging."""
+    known = {k: v for k, v in settings.items() if not k.startswith('_') and isinstance(v, LITERALS)}
+    changed = {}
+    for arg in sys.argv[1:] if argv is None else argv:
+        if arg in ('-h', '--help'):
+            width = max(map(len, known))
+            print('\n'.join(f"  --{k:<{width}} = {v!r}" for k, v in known.items()))
+            sys.exit(0)
+        if arg.startswith('--'):
+            key, eq, text = arg[2:].partition('=')
+            if not eq:
+                fail(f"argument {arg!r} needs a value: --{key}=VALUE")
+            try:
+                value = ast.literal_eval(text)
+            except (ValueError, SyntaxError):
+                value = text  # a bare string
+            changed[key] = checked(key, value, known, f"--{key}={text}")
+        else:
+            if not os.path.isfile(arg):
+                found = glob.glob('config/*.py')
+                hint = (nearest(arg, found) or f" (config files: {', '.join(sorted(found))})") if found else ""
+                fail(f"config file {arg!r} not found{hint}")
+            namespace = {}
+            try:
+                exec(open(arg).read(), {}, namespace)
+            except Exception as e:
+                fail(f"config file {arg!r} does not run: {type(e).__name__}: {e}")
+            for key, value in namespace.items():
+                if key.startswith('_') or isinstance(value, (types.ModuleType, types.FunctionType, type)):
+                    continue
+                changed[key] = checked(key, value, known, arg)
+        known.update(changed)
+    settings.update(changed)
+    return changed

@@ -1,0 +1,430 @@
+"""
+The hybrid RoPE/NoPE transformer of "Rope to Nope and Back Again: A New Hybrid
+Attention Strategy" (Cohere, 2025), in one file, read top to bottom.
+
+Every layer is one of three kinds, chosen by one letter of `layer_pattern`:
+  'R'  RoPE positions, full causal attention      (the usual modern LLM layer)
+  'S'  RoPE positions, causal sliding-window attention over the last W keys
+  'N'  NoPE: no positional encoding at all, full causal attention
+'SSSN' (three windowed RoPE layers, then one NoPE layer) is the paper's RNoPE-SWA,
+the design behind Command R7B and Command A. The RoPE layers see only a local
+window, so they can only model recency; the NoPE layers see everything and, with
+no position signal, retrieve by content alone. Three layers in four keep a
+window-sized KV cache, which is where the memory and compute savings come from.
+
+Shapes used in the comments: B batch, T sequence length, C n_embd, nh query heads,
+nkv key/value heads (grouped-query attention), hd head dim = C // nh, W window.
+"""
+
+import inspect
+import math
+from dataclasses import dataclass
+from functools import lru_cache
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+try:  # FlexAttention (torch >= 2.5) runs the sliding window as a sparse kernel on CUDA
+    from torch.nn.attention.flex_attention import create_block_mask, flex_attention
+    compiled_flex_attention = torch.compile(flex_attention, dynamic=False)  # compiles on first call
+except ImportError:
+    flex_attention = None
+
+
+@dataclass
+class GPTConfig:
+    block_size: int = 1024       # training context length; not a limit: longer inputs work
+    vocab_size: int = 50304      # GPT-2's 50257 padded up to a multiple of 64 for faster matmuls
+    n_layer: int = 12
+    n_head: int = 12
+    n_kv_head: int = None        # grouped-query attention: heads sharing one k/v; None = n_head
+    n_embd: int = 768
+    dropout: float = 0.0
+    bias: bool = False           # modern LLMs drop biases: slightly faster, no loss in quality
+    layer_pattern: str = 'SSSN'  # one letter per layer, repeated cyclically over n_layer
+    sliding_window: int = 256    # an 'S' layer's query i sees keys j with i - W < j <= i
+    rope_theta: float = 10000.0  # RoPE base; the paper keeps 10k in the hybrid's RoPE layers
+    qk_norm: bool = False        # RMSNorm on q and k (the paper's QK-Norm variant)
+    attention: str = 'auto'      # 'auto': fast kernels; 'reference': explicit softmax (tests, reading)
+
+    def __post_init__(self):
+        if self.n_kv_head is None:
+            self.n_kv_head = self.n_head
+        bad = sorted(set(self.layer_pattern) - set('RSN'))
+        if not self.layer_pattern or bad:
+            raise ValueError(f"layer_pattern={self.layer_pattern!r} is invalid: use the letters R (RoPE, full), "
+                             f"S (RoPE, sliding window) and N (NoPE, full), e.g. 'SSSN'")
+        if self.n_embd % self.n_head or (self.n_embd // self.n_head) % 2:
+            raise ValueError(f"n_embd={self.n_embd} must split into n_head={self.n_head} heads of even size (RoPE rotates pairs)")
+        if self.n_head % self.n_kv_head:
+            raise ValueError(f"n_head={self.n_head} must be a multiple of n_kv_head={self.n_kv_head}")
+        if self.sliding_window < 1:
+            raise ValueError(f"sliding_window={self.sliding_window} must be at least 1")
+        if self.attention not in ('auto', 'reference'):
+            raise ValueError(f"attention={self.attention!r} must be 'auto' or 'reference'")
+
+    def layer_kinds(self):
+        """The letter of every layer: 'SSSN' over 8 layers -> 'SSSNSSSN'."""
+        return ''.join(self.layer_pattern[i % len(self.layer_pattern)] for i in range(self.n_layer))
+
+
+# -----------------------------------------------------------------------------
+# Rotary position embedding (RoPE)
+# Each pair of channels (x[i], x[i + hd/2]) of q and k is rotated by the angle
+# pos * theta^(-2i/hd). The dot product of a rotated q at position m and a rotated
+# k at position n then depends only on m - n: attention sees relative positions.
+# Low i rotate fast (local detail); high i rotate slowly (long range, and poorly
+# trained beyond the training length, one reason RoPE extrapolates badly).
+
+def rope_tables(positions, head_dim, theta):
+    """cos, sin of shape (T, hd/2) for the given absolute positions (T,)."""
+    inv_freq = 1.0 / (theta ** (torch.arange(0, head_dim, 2, dtype=torch.float32, device=positions.device) / head_dim))
+    angles = positions.float()[:, None] * inv_freq[None, :]  # (T, hd/2)
+    return angles.cos(), angles.sin()
+
+
+def apply_rope(x, cos, sin):
+    """Rotate x (B, n, T, hd) by the tables (T, hd/2): the 'rotate half' form of GPT-NeoX and Llama."""
+    x1, x2 = x.float().chunk(2, dim=-1)
+    out = torch.cat([x1 * cos - x2 * sin, x2 * cos + x1 * sin], dim=-1)
+    return out.type_as(x)
+
+
+# -----------------------------------------------------------------------------
+# Attention: one entry point, `attend`, that every layer calls.
+# Masks are described by positions, not by dense matrices: query at absolute
+# position i sees key at position j when j <= i (causal) and, for a window W,
+# i - W < j. That one rule is the whole semantics; the kernels below are faster
+# ways of computing the same thing.
+
+def visible(q_pos, k_pos, window):
+    """Boolean mask (Tq, Tk): True where the query may attend to the key. Empty slots have k_pos = -1."""
+    seen = (k_pos[None, :] <= q_pos[:, None]) & (k_pos[None, :] >= 0)
+    if window is not None:
+        seen &= k_pos[None, :] > q_pos[:, None] - window
+    return seen
+
+
+def reference_attention(q, k, v, mask):
+    """The plain definition: softmax(q k^T / sqrt(hd) + mask) v, every score materialised.
+    q (B, nh, Tq, hd), k and v (B, nkv, Tk, hd), mask (Tq, Tk) -> (B, nh, Tq, hd)."""
+    group = q.size(1) // k.size(1)  # GQA: each k/v head serves `group` query heads
+    k, v = k.repeat_interleave(group, dim=1), v.repeat_interleave(group, dim=1)
+    scores = (q @ k.transpose(-2, -1)) / math.sqrt(q.size(-1))  # (B, nh, Tq, Tk)
+    scores = scores.masked_fill(~mask, float('-inf'))
+    return scores.softmax(dim=-1) @ v
+
+
+def sliding_window_blocked(q, k, v, window):
+    """Exact causal sliding-window attention in O(T * W), with no T x T mask.
+    Cut the sequence into blocks of W queries. Block b's queries (positions bW..bW+W-1)
+    can only see keys in block b and block b-1, so each block attends to 2W keys
+    through SDPA with one small (W, 2W) mask shared by all blocks.
+    q (B, nh, T, hd), k and v (B, nkv, T, hd) -> (B, nh, T, hd)."""
+    B, nh, T, hd = q.shape
+    W = window
+    nb = -(-T // W)      # number of blocks, rounding up
+    pad = nb * W - T     # pad the end so T divides into blocks; padded keys lie in every real query's future
+    q, k, v = (F.pad(t, (0, 0, 0, pad)) for t in (q, k, v))
+    k, v = (F.pad(t, (0, 0, W, 0)) for t in (k, v))  # W empty keys in front: "block -1" for block 0
+    qb = q.view(B, nh, nb, W, hd).transpose(1, 2)                    # (B, nb, nh, W, hd)
+    kb, vb = (t.view(B, -1, nb + 1, W, hd).transpose(1, 2) for t in (k, v))  # (B, nb+1, nkv, W, hd)
+    kb, vb = (torch.cat([t[:, :-1], t[:, 1:]], dim=3) for t in (kb, vb))      # (B, nb, nkv, 2W, hd): previous + own block
+    # local query a (position bW + a) sees local key c (position (b-1)W + c) when a < c <= a + W
+    a = torch.arange(W, device=q.device)[:, None]
+    c = torch.arange(2 * W, device=q.device)[None, :]
+    mask = (c > a) & (c <= a + W)                     # (W, 2W), the same for every block...
+    mask = mask.expand(nb, 1, W, 2 * W).clone()
+    mask[0, :, :, :W] = False                         # ...except that block 0 has no previous block
+    y = F.scaled_dot_product_attention(qb, kb, vb, attn_mask=mask, enable_gqa=True)  # (B, nb, nh, W, hd)
+    return y.transpose(1, 2).reshape(B, nh, nb * W, hd)[:, :, :T]
+
+
+@lru_cache(maxsize=16)
+def sliding_block_mask(T, window, device):
+    """FlexAttention's block-sparse mask: it skips every 128x128 tile outside the band. Built once per (T, W)."""
+    def in_window(b, h, q_idx, kv_idx):
+        return (kv_idx <= q_idx) & (q_idx - kv_idx < window)
+    return create_block_mask(in_window, B=None, H=None, Q_LEN=T, KV_LEN=T, device=device)
+
+
+def sliding_window_flex(q, k, v, window):
+    """The same sliding window as a FlexAttention kernel (compiled on CUDA; eager elsewhere, for tests)."""
+    fn = compiled_flex_attention if q.is_cuda else flex_attention
+    return fn(q, k, v, block_mask=sliding_block_mask(q.size(2), window, str(q.device)), enable_gqa=True)
+
+
+def attend(q, k, v, q_pos, k_pos, window, impl='auto'):
+    """Causal attention of queries at positions q_pos over keys at positions k_pos,
+    limited to the last `window` keys when window is not None (an 'S' layer).
+    q (B, nh, Tq, hd), k and v (B, nkv, Tk, hd), q_pos (Tq,), k_pos (Tk,) -> (B, nh, Tq, hd)."""
+    Tq, Tk = q.size(2), k.size(2)
+    if impl == 'reference':
+        return reference_attention(q, k, v, visible(q_pos, k_pos, window))
+    if Tq == Tk:  # no cache in play: queries and keys are the same positions
+        if window is None or window >= Tq:  # a window as long as the input is full attention
+            return F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True)  # flash kernel on CUDA
+        if q.is_cuda and flex_attention is not None:
+            return sliding_window_flex(q, k, v, window)
+        return sliding_window_blocked(q, k, v, window)
+    # decoding with a KV cache: Tq new queries over Tk cached + new keys. One new query sees every key
+    # the cache returns (an 'S' cache holds exactly its window), so only a chunk of several needs a mask,
+    # and that mask is (Tq, Tk): chunk-sized, never T x T.
+    mask = None if Tq == 1 else visible(q_pos, k_pos, window)
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=True)
+
+
+class KVCache:
+    """Keys and values of one layer during generation, stored as a ring buffer:
+    the token at position p lives in slot p % capacity. Full-attention layers get
+    a capacity of the whole sequence, so nothing is ever overwritten; 'S' layers
+    get capacity W, so their memory stays W tokens however long the context grows."""
+
+    def __init__(self, batch, n_kv_head, head_dim, capacity, dtype, device):
+        self.k = torch.zeros(batch, n_kv_head, capacity, head_dim, dtype=dtype, device=device)
+        self.v = torch.zeros_like(self.k)
+        self.pos = torch.full((capacity,), -1, dtype=torch.long, device=device)  # position in each slot; -1 = empty
+        self.seen = 0  # tokens written so far
+
+    def update(self, k, v):
+        """Add the keys/values (B, nkv, C, hd) of the next C positions; return the keys, values
+        and positions (Tk,) that the new queries must attend over."""
+        cap, C, p0 = self.pos.numel(), k.size(2), self.seen
+        new_pos = torch.arange(p0, p0 + C, device=k.device)
+        self.seen = p0 + C
+        if p0 + C <= cap or C == 1:
+            # Writing first is safe: nothing overwritten is needed (a single query at p needs
+            # p-W+1..p, and slot p % W held p-W). Attend over the buffer itself, no copy.
+            self._write(k, v, new_pos)
+            filled = min(p0 + C, cap)
+            return self.k[:, :, :filled], self.v[:, :, :filled], self.pos[:filled]
+        # A chunk into a full ring: its early queries still need keys the chunk would overwrite,
+        # so attend over old + new (at most W + C keys), then keep the last W.
+        keys, values, pos = torch.cat([self.k, k], 2), torch.cat([self.v, v], 2), torch.cat([self.pos, new_pos])
+        self._write(k[:, :, -cap:], v[:, :, -cap:], new_pos[-cap:])
+        return keys, values, pos
+
+    def _write(self, k, v, pos):
+        slots = pos % self.pos.numel()
+        self.k.index_copy_(2, slots, k)
+        self.v.index_copy_(2, slots, v)
+        self.pos[slots] = pos
+
+    def nbytes(self):
+        return self.k.numel() * self.k.element_size() * 2
+
+
+# -----------------------------------------------------------------------------
+# The transformer
+
+class RMSNorm(nn.Module):
+    """x / rms(x) * gain. Cheaper than LayerNorm (no mean, no bias) and as good in practice."""
+
+    def __init__(self, dim):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x):
+        return F.rms_norm(x, (x.size(-1),), self.weight, eps=1e-6)
+
+
+class CausalSelfAttention(nn.Module):
+
+    def __init__(self, config, kind):
+        super().__init__()
+        self.kind = kind                      # 'R', 'S' or 'N'
+        self.use_rope = kind in 'RS'          # NoPE layers get no position signal at all
+        self.window = config.sliding_window if kind == 'S' else None
+        self.n_head, self.n_kv_head = config.n_head, config.n_kv_head
+        self.head_dim = config.n_embd // config.n_head
+        self.impl = config.attention
+        # q, k and v are three separate projections; k and v have fewer heads under GQA,
+        # which shrinks the KV cache by n_head / n_kv_head.
+        self.q_proj = nn.Linear(config.n_embd, self.n_head * self.head_dim, bias=config.bias)
+        self.k_proj = nn.Linear(config.n_embd, self.n_kv_head * self.head_dim, bias=config.bias)
+        self.v_proj = nn.Linear(config.n_embd, self.n_kv_head * self.head_dim, bias=config.bias)
+        self.c_proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
+        # QK-Norm: normalise every q and k head vector to unit RMS (times a learned gain) before RoPE.
+        # It bounds the attention logits, which stabilises training, but the paper finds it also
+        # flattens attention over long contexts (higher entropy, less mass on the needle).
+        self.q_norm = RMSNorm(self.head_dim) if config.qk_norm else nn.Identity()
+        self.k_norm = RMSNorm(self.head_dim) if config.qk_norm else nn.Identity()
+        self.resid_dropout = nn.Dropout(config.dropout)
+
+    def forward(self, x, pos, cos, sin, cache=None):
+        # x (B, T, C); pos (T,) absolute positions; cos, sin (T, hd/2)
+        B, T, C = x.shape
+        q = self.q_proj(x).view(B, T, self.n_head, self.head_dim).transpose(1, 2)     # (B, nh, T, hd)
+        k = self.k_proj(x).view(B, T, self.n_kv_head, self.head_dim).transpose(1, 2)  # (B, nkv, T, hd)
+        v = self.v_proj(x).view(B, T, self.n_kv_head, self.head_dim).transpose(1, 2)  # (B, nkv, T, hd)
+        q, k = self.q_norm(q), self.k_norm(k)
+        if self.use_rope:
+            q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        k_pos = pos
+        if cache is not None:  # k, v become everything this layer's queries can see: (B, nkv, Tk, hd)
+            k, v, k_pos = cache.update(k, v)
+        y = attend(q, k, v, pos, k_pos, self.window, self.impl)  # the one attention call: (B, nh, T, hd)
+        y = y.transpose(1, 2).contiguous().view(B, T, C)           # re-assemble the heads
+        return self.resid_dropout(self.c_proj(y))
+
+
+class MLP(nn.Module):
+    """SwiGLU: down(silu(gate(x)) * up(x)). Gated MLPs beat GELU at equal parameters; a hidden
+    width of 8/3 C (rounded up to a multiple of 64) keeps the count equal to a 4C GELU MLP."""
+
+    def __init__(self, config):
+        super().__init__()
+        hidden = 64 * math.ceil(8 * config.n_embd / 3 / 64)
+        self.gate = nn.Linear(config.n_embd, hidden, bias=config.bias)
+        self.up = nn.Linear(config.n_embd, hidden, bias=config.bias)
+        self.c_proj = nn.Linear(hidden, config.n_embd, bias=config.bias)
+        self.dropout = nn.Dropout(config.dropout)
+
+    def forward(self, x):
+        return self.dropout(self.c_proj(F.silu(self.gate(x)) * self.up(x)))
+
+
+class Block(nn.Module):
+    """Pre-norm residual block: x + attn(norm(x)), then x + mlp(norm(x)). Normalising the
+    branch inputs, not the residual stream, keeps a clean identity path and trains stably."""
+
+    def __init__(self, config, kind):
+        super().__init__()
+        self.ln_1 = RMSNorm(config.n_embd)
+        self.attn = CausalSelfAttention(config, kind)
+        self.ln_2 = RMSNorm(config.n_embd)
+        self.mlp = MLP(config)
+
+    def forward(self, x, pos, cos, sin, cache=None):
+        x = x + self.attn(self.ln_1(x), pos, cos, sin, cache)
+        return x + self.mlp(self.ln_2(x))
+
+
+class GPT(nn.Module):
+
+    def __init__(self, config):
+        super().__init__()
+        self.config = config
+        self.transformer = nn.ModuleDict(dict(
+            wte=nn.Embedding(config.vocab_size, config.n_embd),  # the only embedding: no learned positions
+            drop=nn.Dropout(config.dropout),
+            h=nn.ModuleList([Block(config, kind) for kind in config.layer_kinds()]),
+            ln_f=RMSNorm(config.n_embd),
+        ))
+        self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
+        self.transformer.wte.weight = self.lm_head.weight  # tied: saves V x C parameters, trains as well at this scale
+        self.rope_cache = (0, None, None)  # (length, cos, sin), grown on demand for any T
+        self.apply(self._init_weights)
+        # Scaled residual init (GPT-2): each block adds two branches to the residual stream,
+        # so shrink their output projections by 1/sqrt(2 n_layer) to keep its variance O(1) at init.
+        for name, p in self.named_parameters():
+            if name.endswith('c_proj.weight'):
+                torch.nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * config.n_layer))
+
+    def _init_weights(self, module):
+        if isinstance(module, nn.Linear):
+            torch.nn.init.normal_(module.weight, mean=0.0, std=0.02)
+            if module.bias is not None:
+                torch.nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.Embedding):
+            torch.nn.init.normal_(module.weight, mean=0.0, std=0.02)
+
+    def get_num_params(self):
+        """Parameters counted once (the tied embedding / lm_head matrix counts once)."""
+        return sum(p.numel() for p in self.parameters())
+
+    def rope(self, p0, T, device):
+        """cos, sin (T, hd/2) for positions p0..p0+T-1. The table grows (doubling) as longer inputs arrive."""
+        n, cos, sin = self.rope_cache
+        if p0 + T > n or cos.device != device:
+            n = max(p0 + T, 2 * n, self.config.block_size)
+            cos, sin = rope_tables(torch.arange(n, device=device), self.config.n_embd // self.config.n_head,
+                                   self.config.rope_theta)
+            self.rope_cache = (n, cos, sin)
+        return cos[p0:p0 + T], sin[p0:p0 + T]
+
+    def hidden(self, idx, cache=None):
+        """The trunk: token ids (B, T) -> final normalised hidden states (B, T, C).
+        With `cache` (one KVCache per layer), idx continues the sequence the cache holds."""
+        p0 = cache[0].seen if cache is not None else 0
+        T = idx.size(1)
+        pos = torch.arange(p0, p0 + T, device=idx.device)  # absolute positions (T,)
+        cos, sin = self.rope(p0, T, idx.device)
+        x = self.transformer.drop(self.transformer.wte(idx))        # (B, T, C)
+        for i, block in enumerate(self.transformer.h):
+            x = block(x, pos, cos, sin, None if cache is None else cache[i])
+        return self.transformer.ln_f(x)
+
+    def forward(self, idx, targets=None):
+        """idx (B, T) token ids, any T (block_size is not a limit) -> logits (B, T, vocab_size)
+        and, given targets (B, T), the mean cross-entropy loss (targets of -1 are ignored)."""
+        logits = self.lm_head(self.hidden(idx))
+        loss = None
+        if targets is not None:
+            loss = F.cross_entropy(logits.view(-1, logits.size(-1)).float(), targets.view(-1), ignore_index=-1)
+        return logits, loss
+
+    def new_cache(self, batch, max_len, dtype, device):
+        """One KVCache per layer for sequences of up to max_len tokens: max_len slots for
+        full-attention layers, only min(W, max_len) for sliding-window ones."""
+        cfg = self.config
+        return [KVCache(batch, cfg.n_kv_head, cfg.n_embd // cfg.n_head,
+                        max_len if kind != 'S' else min(cfg.sliding_window, max_len), dtype, device)
+                for kind in cfg.layer_kinds()]
+
+    @torch.no_grad()
+    def generate(self, idx, max_new_tokens, temperature=1.0, top_k=None, prefill_chunk=1024):
+        """Continue idx (B, T) by max_new_tokens, seeing the whole context (never cropped).
+        The prompt is prefilled `prefill_chunk` tokens at a time, so activations stay bounded
+        for prompts of any length; then one token per step through the KV cache.
+        temperature=0 means greedy (argmax)."""
+        cache = self.new_cache(idx.size(0), idx.size(1) + max_new_tokens,
+                               self.lm_head.weight.dtype, idx.device)
+        for chunk in idx.split(prefill_chunk, dim=1):
+            h = self.hidden(chunk, cache)
+        for _ in range(max_new_tokens):
+            logits = self.lm_head(h[:, -1, :]).float()  # (B, vocab): only the last position is needed
+            if temperature == 0:
+                idx_next = logits.argmax(dim=-1, keepdim=True)
+            else:
+                logits = logits / temperature
+                if top_k is not None:
+                    v, _ = torch.topk(logits, min(top_k, logits.size(-1)))
+                    logits[logits < v[:, [-1]]] = -float('inf')
+                idx_next = torch.multinomial(F.softmax(logits, dim=-1), num_samples=1)
+            idx = torch.cat((idx, idx_next), dim=1)
+            h = self.hidden(idx_next, cache)
+        return idx
+
+    # -------------------------------------------------------------------------
+    # Training helpers, in nanoGPT's manner
+
+    def configure_optimizers(self, weight_decay, learning_rate, betas, device_type):
+        """AdamW; weight decay on matrices only (norm gains are not decayed)."""
+        params = [p for p in self.parameters() if p.requires_grad]
+        groups = [{'params': [p for p in params if p.dim() >= 2], 'weight_decay': weight_decay},
+                  {'params': [p for p in params if p.dim() < 2], 'weight_decay': 0.0}]
+        use_fused = device_type == 'cuda' and 'fused' in inspect.signature(torch.optim.AdamW).parameters
+        return torch.optim.AdamW(groups, lr=learning_rate, betas=betas, **({'fused': True} if use_fused else {}))
+
+    def flops_per_token(self, T):
+        """Training FLOPs (forward + backward = 3x forward) per token at context length T.
+        Matmuls: 2 FLOPs per weight per token forward, so 6N in all; the tied embedding matrix counts
+        once, as the lm_head matmul (the embedding lookup itself is free). Attention: q.k and att.v
+        cost 4 * hd FLOPs per (query head, visible key) pair forward, so 12 * nh * hd per pair in all.
+        Only visible keys count: on average (T+1)/2 for a causal layer, fewer under a window W.
+        GQA shrinks N (smaller k and v projections) but not the attention term."""
+        cfg = self.config
+        N = sum(p.numel() for p in self.parameters() if p.dim() == 2)
+        hd = cfg.n_embd // cfg.n_head
+        full_keys = (T + 1) / 2
+        W = min(cfg.sliding_window, T)
+        window_keys = (W * (W + 1) / 2 + (T - W) * W) / T  # mean over i of min(i + 1, W)
+        keys = sum(window_keys if kind == 'S' else full_keys for kind in cfg.layer_kinds())
+        return 6 * N + 12 * cfg.n_head * hd * keys
+
+    def estimate_mfu(self, tokens_per_iter, dt, peak_flops=312e12):
+        """Model FLOPs utilisation: achieved FLOP/s over peak_flops (default: A100 bf16, 312 TFLOP/s)."""
+        T = self.config.block_size
+        return self.flops_per_token(T) * tokens_per_iter / dt / peak_flops

@@ -1,0 +1,284 @@
+"""Tests of the properties the architecture promises. Run: python -m pytest -q
+Every fast attention path is compared with the plain reference (explicit softmax over an
+explicit mask), and every positional claim (causality, window reach, NoPE's blindness to
+order, RoPE's relativity) is checked on the model itself."""
+
+import copy
+
+import pytest
+import torch
+
+from model import GPT, GPTConfig, KVCache, attend, reference_attention, sliding_window_blocked, sliding_window_flex, visible
+
+from configurator import configure
+
+pytestmark = pytest.mark.filterwarnings('ignore:flex_attention called without torch.compile')  # eager on CPU
+
+V = 97  # a small vocabulary keeps the tests fast
+
+
+def make(pattern='SSSN', n_layer=4, seed=0, **kw):
+    args = dict(block_size=32, vocab_size=V, n_layer=n_layer, n_head=4, n_kv_head=2, n_embd=32,
+                sliding_window=8, layer_pattern=pattern)
+    args.update(kw)
+    torch.manual_seed(seed)
+    return GPT(GPTConfig(**args)).eval()
+
+
+def with_reference(model):
+    """The same weights, attention computed by the reference path."""
+    ref = copy.deepcopy(model)
+    for m in ref.modules():
+        if hasattr(m, 'impl'):
+            m.impl = 'reference'
+    return ref
+
+
+def tokens(T, seed=1, B=2):
+    return torch.randint(0, V, (B, T), generator=torch.Generator().manual_seed(seed))
+
+
+# --- every path agrees with the reference ------------------------------------
+
+@pytest.mark.parametrize('pattern', ['R', 'S', 'N', 'SSSN', 'RRRN'])
+@pytest.mark.parametrize('qk_norm', [False, True])
+def test_model_matches_reference_outputs_and_gradients(pattern, qk_norm):
+    model = make(pattern, qk_norm=qk_norm).train()
+    ref = with_reference(model).train()
+    idx, targets = tokens(45), tokens(45, seed=2)  # 45 > block_size and not a multiple of the window (8)
+    logits, loss = model(idx, targets)
+    ref_logits, ref_loss = ref(idx, targets)
+    torch.testing.assert_close(logits, ref_logits, atol=1e-5, rtol=1e-5)
+    loss.backward()
+    ref_loss.backward()
+    for (name, p), q in zip(model.named_parameters(), ref.parameters()):
+        torch.testing.assert_close(p.grad, q.grad, atol=1e-5, rtol=1e-4, msg=name)
+
+
+@pytest.mark.parametrize('T', [8, 13, 24, 64, 70])
+@pytest.mark.parametrize('window', [1, 8])
+def test_blocked_and_flex_sliding_window_match_reference(T, window):
+    torch.manual_seed(T)
+    q = torch.randn(2, 4, T, 16, requires_grad=True)
+    k = torch.randn(2, 2, T, 16, requires_grad=True)
+    v = torch.randn(2, 2, T, 16, requires_grad=True)
+    pos = torch.arange(T)
+    ref = reference_attention(q, k, v, visible(pos, pos, window))
+    blocked = sliding_window_blocked(q, k, v, window)
+    torch.testing.assert_close(blocked, ref, atol=1e-5, rtol=1e-5)
+    g = torch.randn_like(ref)
+    ref_grads = torch.autograd.grad(ref, (q, k, v), g)
+    blocked_grads = torch.autograd.grad(blocked, (q, k, v), g)
+    for a, b in zip(blocked_grads, ref_grads):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+    with torch.no_grad():  # FlexAttention (the CUDA path) has no CPU backward; its mask is checked forward
+        flex = sliding_window_flex(q.detach(), k.detach(), v.detach(), window)
+        torch.testing.assert_close(flex, ref, atol=1e-5, rtol=1e-5)
+
+
+def test_cached_chunks_match_reference():
+    """Chunked prefill through the ring buffer: keys of each chunk come from cache + chunk."""
+    torch.manual_seed(0)
+    B, T, W = 1, 29, 6
+    q, k, v = torch.randn(B, 4, T, 8), torch.randn(B, 2, T, 8), torch.randn(B, 2, T, 8)
+    pos = torch.arange(T)
+    for window, cap in [(W, W), (None, T)]:
+        ref = reference_attention(q, k, v, visible(pos, pos, window))
+        cache = KVCache(B, 2, 8, cap, torch.float32, 'cpu')
+        outs, p0 = [], 0
+        for C in [1, 4, 9, 1, 1, 7, 6]:  # chunks smaller and larger than the window
+            kc, vc, kpos = cache.update(k[:, :, p0:p0 + C], v[:, :, p0:p0 + C])
+            outs.append(attend(q[:, :, p0:p0 + C], kc, vc, pos[p0:p0 + C], kpos, window))
+            p0 += C
+        torch.testing.assert_close(torch.cat(outs, 2), ref, atol=1e-5, rtol=1e-5)
+
+
+# --- positional properties -----------------------------------------------------
+
+@pytest.mark.parametrize('pattern', ['R', 'S', 'N', 'SSSN'])
+def test_causal(pattern):
+    model = make(pattern)
+    idx = tokens(40)
+    t = 25
+    changed = idx.clone()
+    changed[:, t + 1:] = (changed[:, t + 1:] + 1) % V
+    a, _ = model(idx)
+    b, _ = model(changed)
+    torch.testing.assert_close(a[:, :t + 1], b[:, :t + 1], atol=1e-6, rtol=0)
+    assert (a[:, t + 1:] - b[:, t + 1:]).abs().max() > 1e-4  # the change is visible where it should be
+
+
+def test_sliding_window_reach():
+    model = make('S', n_layer=1)
+    W, t = model.config.sliding_window, 30
+    idx = tokens(40, B=1)
+    base, _ = model(idx)
+
+    def output_at_t_after_changing(j):
+        changed = idx.clone()
+        changed[0, j] = (changed[0, j] + 1) % V
+        return model(changed)[0][0, t]
+
+    torch.testing.assert_close(output_at_t_after_changing(t - W), base[0, t], atol=1e-6, rtol=0)
+    assert (output_at_t_after_changing(t - W + 1) - base[0, t]).abs().max() > 1e-4
+
+
+def test_nope_is_blind_to_order_and_rope_is_not():
+    t = 20
+    idx = tokens(t + 1, B=1)
+    perm = torch.randperm(t, generator=torch.Generator().manual_seed(3))
+    shuffled = torch.cat([idx[:, :t][:, perm], idx[:, t:]], dim=1)
+    nope, rope = make('N', n_layer=1), make('R', n_layer=1)
+    torch.testing.assert_close(nope(shuffled)[0][0, t], nope(idx)[0][0, t], atol=1e-5, rtol=1e-5)
+    assert (rope(shuffled)[0][0, t] - rope(idx)[0][0, t]).abs().max() > 1e-4
+
+
+def test_rope_scores_depend_only_on_relative_position():
+    model = make('R', n_layer=1, n_kv_head=4)
+    attn = model.transformer.h[0].attn
+    x = torch.randn(1, 10, 32)
+    q = attn.q_proj(x).view(1, 10, 4, 8).transpose(1, 2)
+    k = attn.k_proj(x).view(1, 10, 4, 8).transpose(1, 2)
+    from model import apply_rope
+
+    def scores(p0):
+        cos, sin = model.rope(p0, 10, x.device)
+        return apply_rope(q, cos, sin) @ apply_rope(k, cos, sin).transpose(-2, -1)
+
+    torch.testing.assert_close(scores(0), scores(1000), atol=1e-4, rtol=1e-4)
+    cos, sin = model.rope(0, 10, x.device)
+    unrotated_k = apply_rope(k, *model.rope(5, 10, x.device))  # q and k shifted apart: scores change
+    assert (apply_rope(q, cos, sin) @ unrotated_k.transpose(-2, -1) - scores(0)).abs().max() > 1e-3
+
+
+@pytest.mark.parametrize('qk_norm', [True, False])
+def test_qk_norm_makes_output_invariant_to_qk_scale(qk_norm):
+    model = make('SSSN', qk_norm=qk_norm)
+    idx = tokens(20)
+    before, _ = model(idx)
+    with torch.no_grad():
+        for block in model.transformer.h:
+            block.attn.q_proj.weight.mul_(20.0)
+            block.attn.k_proj.weight.mul_(5.0)
+    after, _ = model(idx)
+    if qk_norm:  # exact but for the norm's epsilon and rounding
+        torch.testing.assert_close(after, before, atol=5e-5, rtol=1e-4)
+    else:  # without the norm the attention logits scale by 100: the same change is visible
+        assert (after - before).abs().max() > 1e-3
+
+
+# --- shapes, lengths, generation ---------------------------------------------
+
+def test_gqa_shapes_and_long_inputs():
+    model = make('SSSN', n_head=4, n_kv_head=1)
+    attn = model.transformer.h[0].attn
+    assert attn.q_proj.weight.shape == (32, 32) and attn.k_proj.weight.shape == (8, 32)
+    assert attn.v_proj.weight.shape == (8, 32)
+    idx = tokens(3 * model.config.block_size + 5)  # far beyond block_size
+    logits, loss = model(idx, idx)
+    assert logits.shape == (2, idx.size(1), V) and torch.isfinite(loss)
+    cache = model.new_cache(2, 100, torch.float32, 'cpu')
+    caps = [c.k.shape[2] for c in cache]
+    assert caps == [8, 8, 8, 100]  # 'S' layers hold their window only
+    assert cache[0].k.shape[1] == 1  # one k/v head under GQA
+
+
+def greedy_by_recomputation(model, idx, n):
+    for _ in range(n):
+        logits, _ = model(idx)
+        idx = torch.cat([idx, logits[:, -1].argmax(-1, keepdim=True)], dim=1)
+    return idx
+
+
+@pytest.mark.parametrize('pattern,chunk', [('SSSN', 5), ('SSSN', 1024), ('R', 7), ('N', 3), ('RRRN', 16)])
+def test_cached_generate_equals_recomputation(pattern, chunk):
+    model = make(pattern, qk_norm=pattern == 'RRRN')
+    prompt = tokens(19)  # longer than the window (8)
+    n = 30               # 19 + 30 runs past block_size (32)
+    out = model.generate(prompt, n, temperature=0, prefill_chunk=chunk)
+    assert torch.equal(out, greedy_by_recomputation(model, prompt, n))
+
+
+def test_sampling_respects_top_k():
+    model = make()
+    torch.manual_seed(0)
+    out = model.generate(tokens(5), 20, temperature=1.0, top_k=1)
+    assert torch.equal(out, model.generate(tokens(5), 20, temperature=0))  # top_k=1 is greedy
+
+
+# --- configuration and accounting --------------------------------------------
+
+@pytest.mark.parametrize('bad', ['', 'SSXN', 'rope'])
+def test_bad_layer_pattern_is_a_clear_error(bad):
+    with pytest.raises(ValueError, match='layer_pattern'):
+        GPTConfig(layer_pattern=bad)
+
+
+def test_layer_pattern_repeats_cyclically():
+    assert GPTConfig(n_layer=6, layer_pattern='SSSN').layer_kinds() == 'SSSNSS'
+    kinds = [b.attn.kind for b in make('SSSN', n_layer=8).transformer.h]
+    assert ''.join(kinds) == 'SSSNSSSN'
+
+
+def test_flops_count_visible_pairs_and_gqa():
+    """The attention term counts exactly the (query, key) pairs the masks allow."""
+    model = make('SSSN')
+    cfg, T = model.config, 45
+    pos = torch.arange(T)
+    pairs = sum(int(visible(pos, pos, cfg.sliding_window if k == 'S' else None).sum()) for k in cfg.layer_kinds())
+    hd = cfg.n_embd // cfg.n_head
+    N = sum(p.numel() for p in model.parameters() if p.dim() == 2)
+    assert model.flops_per_token(T) == pytest.approx(6 * N + 12 * cfg.n_head * hd * pairs / T)
+    assert make('SSSN', n_kv_head=1).flops_per_token(T) < model.flops_per_token(T)  # fewer k/v weights
+    assert make('R').flops_per_token(T) > model.flops_per_token(T)                  # no windows
+
+
+def test_config_files_build_models():
+    import glob
+    for path in glob.glob('config/*.py'):
+        values = {}
+        exec(open(path).read(), {}, values)
+        fields = {k: v for k, v in values.items() if k in GPTConfig.__dataclass_fields__}
+        assert 'layer_pattern' in fields, path
+        GPTConfig(**fields)
+
+
+# --- configurator ----------------------------------------------------------------
+
+def settings():
+    return dict(n_layer=4, learning_rate=1e-3, layer_pattern='SSSN', compile=False, n_kv_head=None)
+
+
+def test_configurator_applies_files_and_overrides_in_order(tmp_path):
+    cfg = tmp_path / 'c.py'
+    cfg.write_text("n_layer = 8\nlayer_pattern = 'R' * 2\n")
+    s = settings()
+    changed = configure(s, [str(cfg), '--learning_rate=3', '--layer_pattern=SN', '--compile=True', '--n_kv_head=2'])
+    assert s == dict(n_layer=8, learning_rate=3.0, layer_pattern='SN', compile=True, n_kv_head=2)
+    assert type(s['learning_rate']) is float and changed['n_layer'] == 8
+
+
+@pytest.mark.parametrize('argv,words', [
+    (['--n_layers=3'], ["'n_layers'", "did you mean 'n_layer'"]),
+    (['--n_layer=three'], ['n_layer', 'expects int', "'three'"]),
+    (['--compile=yes'], ['compile', 'expects bool']),
+    (['--n_layer'], ['--n_layer=VALUE']),
+    (['config/hybrid_lnog.py'], ["'config/hybrid_lnog.py' not found", "did you mean 'config/hybrid_long.py'"]),
+])
+def test_configurator_rejects_bad_input_in_one_line(argv, words, capsys):
+    with pytest.raises(SystemExit) as exit:
+        configure(settings(), argv)
+    assert exit.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count('\n') == 1 and err.startswith('error: ')
+    for w in words:
+        assert w in err
+
+
+def test_configurator_rejects_unknown_key_in_config_file(tmp_path, capsys):
+    cfg = tmp_path / 'c.py'
+    cfg.write_text("n_layer = 8\nlearning_rat = 0.1\n")
+    with pytest.raises(SystemExit):
+        configure(settings(), [str(cfg)])
+    err = capsys.readouterr().err
+    assert "'learning_rat'" in err and "did you mean 'learning_rate'" in err and str(cfg) in err
