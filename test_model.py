@@ -108,8 +108,9 @@ def test_causal(pattern):
     assert (a[:, t + 1:] - b[:, t + 1:]).abs().max() > 1e-4  # the change is visible where it should be
 
 
-def test_sliding_window_reach():
-    model = make('S', n_layer=1)
+@pytest.mark.parametrize('attention', ['auto', 'reference'])
+def test_sliding_window_reach(attention):
+    model = make('S', n_layer=1, attention=attention)
     W, t = model.config.sliding_window, 30
     idx = tokens(40, B=1)
     base, _ = model(idx)
@@ -188,6 +189,20 @@ def greedy_by_recomputation(model, idx, n):
         logits, _ = model(idx)
         idx = torch.cat([idx, logits[:, -1].argmax(-1, keepdim=True)], dim=1)
     return idx
+
+
+@pytest.mark.parametrize('pattern', ['SSSN', 'R', 'N'])
+def test_cached_hidden_states_equal_full_forward(pattern):
+    """Feeding a sequence through the KV cache in uneven chunks (1, 3, 20, ...) gives the
+    hidden states of one full forward pass, at every position, past block_size."""
+    model = make(pattern)
+    idx = tokens(70)
+    cache = model.new_cache(2, 70, torch.float32, 'cpu')
+    parts, p0 = [], 0
+    for C in [1, 3, 20, 1, 1, 9, 2, 33]:
+        parts.append(model.hidden(idx[:, p0:p0 + C], cache))
+        p0 += C
+    torch.testing.assert_close(torch.cat(parts, 1), model.hidden(idx), atol=1e-5, rtol=1e-5)
 
 
 @pytest.mark.parametrize('pattern,chunk', [('SSSN', 5), ('SSSN', 1024), ('R', 7), ('N', 3), ('RRRN', 16)])
