@@ -128,17 +128,18 @@ def sliding_window_blocked(q, k, v, window):
     pad = nb * W - T     # pad the end so T divides into blocks; padded keys lie in every real query's future
     q, k, v = (F.pad(t, (0, 0, 0, pad)) for t in (q, k, v))
     k, v = (F.pad(t, (0, 0, W, 0)) for t in (k, v))  # W empty keys in front: "block -1" for block 0
-    qb = q.view(B, nh, nb, W, hd).transpose(1, 2)                    # (B, nb, nh, W, hd)
+    # fold the blocks into the batch: SDPA's fused CPU kernel takes 4-D inputs (the math fallback is 2x slower)
+    qb = q.view(B, nh, nb, W, hd).transpose(1, 2).reshape(B * nb, nh, W, hd)
     kb, vb = (t.view(B, -1, nb + 1, W, hd).transpose(1, 2) for t in (k, v))  # (B, nb+1, nkv, W, hd)
-    kb, vb = (torch.cat([t[:, :-1], t[:, 1:]], dim=3) for t in (kb, vb))      # (B, nb, nkv, 2W, hd): previous + own block
+    kb, vb = (torch.cat([t[:, :-1], t[:, 1:]], dim=3).flatten(0, 1) for t in (kb, vb))  # (B*nb, nkv, 2W, hd): previous + own block
     # local query a (position bW + a) sees local key c (position (b-1)W + c) when a < c <= a + W
     a = torch.arange(W, device=q.device)[:, None]
     c = torch.arange(2 * W, device=q.device)[None, :]
     mask = (c > a) & (c <= a + W)                     # (W, 2W), the same for every block...
     mask = mask.expand(nb, 1, W, 2 * W).clone()
     mask[0, :, :, :W] = False                         # ...except that block 0 has no previous block
-    y = F.scaled_dot_product_attention(qb, kb, vb, attn_mask=mask, enable_gqa=True)  # (B, nb, nh, W, hd)
-    return y.transpose(1, 2).reshape(B, nh, nb * W, hd)[:, :, :T]
+    y = F.scaled_dot_product_attention(qb, kb, vb, attn_mask=mask.repeat(B, 1, 1, 1), enable_gqa=True)  # (B*nb, nh, W, hd)
+    return y.view(B, nb, nh, W, hd).transpose(1, 2).reshape(B, nh, nb * W, hd)[:, :, :T]
 
 
 @lru_cache(maxsize=16)
