@@ -18,6 +18,7 @@ nkv key/value heads (grouped-query attention), hd head dim = C // nh, W window.
 
 import inspect
 import math
+import time
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -363,7 +364,7 @@ class GPT(nn.Module):
         logits = self.lm_head(self.hidden(idx))
         loss = None
         if targets is not None:
-            loss = F.cross_entropy(logits.view(-1, logits.size(-1)).float(), targets.view(-1), ignore_index=-1)
+            loss = F.cross_entropy(logits.flatten(0, 1).float(), targets.reshape(-1), ignore_index=-1)
         return logits, loss
 
     def new_cache(self, batch, max_len, dtype, device):
@@ -375,16 +376,18 @@ class GPT(nn.Module):
                 for kind in cfg.layer_kinds()]
 
     @torch.no_grad()
-    def generate(self, idx, max_new_tokens, temperature=1.0, top_k=None, prefill_chunk=1024):
-        """Continue idx (B, T) by max_new_tokens, seeing the whole context (never cropped).
-        The prompt is prefilled `prefill_chunk` tokens at a time, so activations stay bounded
-        for prompts of any length; then one token per step through the KV cache.
-        temperature=0 means greedy (argmax)."""
-        cache = self.new_cache(idx.size(0), idx.size(1) + max_new_tokens,
-                               self.lm_head.weight.dtype, idx.device)
+    def stream(self, idx, max_new_tokens, temperature=1.0, top_k=None, prefill_chunk=1024, cache=None):
+        """Continue idx (B, T) by max_new_tokens, yielding each new token (B, 1) as it is chosen.
+        The whole context stays visible (never cropped). The prompt is prefilled `prefill_chunk`
+        tokens at a time, so activations stay bounded for prompts of any length; then one token
+        per step through the KV cache. temperature=0 means greedy (argmax)."""
+        if cache is None:
+            cache = self.new_cache(idx.size(0), idx.size(1) + max_new_tokens, self.lm_head.weight.dtype, idx.device)
         for chunk in idx.split(prefill_chunk, dim=1):
             h = self.hidden(chunk, cache)
-        for _ in range(max_new_tokens):
+        for i in range(max_new_tokens):
+            if i > 0:
+                h = self.hidden(idx_next, cache)   # (B, 1, C): one new position through every layer
             logits = self.lm_head(h[:, -1, :]).float()  # (B, vocab): only the last position is needed
             if temperature == 0:
                 idx_next = logits.argmax(dim=-1, keepdim=True)
@@ -394,9 +397,11 @@ class GPT(nn.Module):
                     v, _ = torch.topk(logits, min(top_k, logits.size(-1)))
                     logits[logits < v[:, [-1]]] = -float('inf')
                 idx_next = torch.multinomial(F.softmax(logits, dim=-1), num_samples=1)
-            idx = torch.cat((idx, idx_next), dim=1)
-            h = self.hidden(idx_next, cache)
-        return idx
+            yield idx_next
+
+    def generate(self, idx, max_new_tokens, temperature=1.0, top_k=None, prefill_chunk=1024):
+        """idx (B, T) followed by max_new_tokens generated tokens: (B, T + max_new_tokens)."""
+        return torch.cat([idx, *self.stream(idx, max_new_tokens, temperature, top_k, prefill_chunk)], dim=1)
 
     # -------------------------------------------------------------------------
     # Training helpers, in nanoGPT's manner
@@ -425,7 +430,23 @@ class GPT(nn.Module):
         keys = sum(window_keys if kind == 'S' else full_keys for kind in cfg.layer_kinds())
         return 6 * N + 12 * cfg.n_head * hd * keys
 
-    def estimate_mfu(self, tokens_per_iter, dt, peak_flops=312e12):
-        """Model FLOPs utilisation: achieved FLOP/s over peak_flops (default: A100 bf16, 312 TFLOP/s)."""
-        T = self.config.block_size
-        return self.flops_per_token(T) * tokens_per_iter / dt / peak_flops
+    def estimate_mfu(self, tokens_per_iter, dt, peak_flops):
+        """Model FLOPs utilisation at context block_size: achieved FLOP/s over peak_flops
+        (nanoGPT assumes an A100's 312e12; matmul_peak_flops measures the machine at hand)."""
+        return self.flops_per_token(self.config.block_size) * tokens_per_iter / dt / peak_flops
+
+
+def matmul_peak_flops(device, dtype, n=2048, repeat=10):
+    """This device's achievable FLOP/s: the best of `repeat` timed n x n matmuls in `dtype`.
+    MFU against it says how close training runs to what the hardware really does."""
+    a, b = (torch.randn(n, n, device=device, dtype=dtype) for _ in range(2))
+    best = float('inf')
+    for _ in range(repeat + 1):  # the first call warms up
+        if device.type == 'cuda':
+            torch.cuda.synchronize()
+        t = time.perf_counter()
+        a @ b
+        if device.type == 'cuda':
+            torch.cuda.synchronize()
+        best = min(best, time.perf_counter() - t)
+    return 2 * n ** 3 / best

