@@ -39,6 +39,16 @@ if dtype == 'auto':
     dtype = 'bfloat16' if device.startswith('cuda') and torch.cuda.is_bf16_supported() else 'float32'
 torch.manual_seed(seed)
 
+if max_new_tokens < 1:
+    fail(f"max_new_tokens={max_new_tokens} must be at least 1")
+if start.startswith('FILE:'):
+    path = start[len('FILE:'):]
+    if not os.path.isfile(path):
+        fail(f"prompt file {path!r} not found")
+    with open(path, encoding='utf-8', errors='replace') as f:
+        start = f.read()
+if not start:
+    fail("the prompt is empty: give --start=TEXT or --start=FILE:path to a non-empty file")
 ckpt_path = os.path.join(out_dir, 'ckpt.pt')
 if not os.path.exists(ckpt_path):
     fail(f"no checkpoint at {ckpt_path}: train one (python train.py config/hybrid_long.py) or set --out_dir")
@@ -51,16 +61,6 @@ enc = get_tokenizer(checkpoint['tokenizer'])
 if compile:
     model.hidden = torch.compile(model.hidden)
 
-if max_new_tokens < 1:
-    fail(f"max_new_tokens={max_new_tokens} must be at least 1")
-if start.startswith('FILE:'):
-    path = start[len('FILE:'):]
-    if not os.path.isfile(path):
-        fail(f"prompt file {path!r} not found")
-    with open(path, encoding='utf-8', errors='replace') as f:
-        start = f.read()
-if not start:
-    fail("the prompt is empty: give --start=TEXT or --start=FILE:path to a non-empty file")
 prompt = enc.encode(start, allowed_special={'<|endoftext|>'})
 print(f"prompt: {len(prompt):,} tokens", file=sys.stderr)
 if len(prompt) > block_size:

@@ -117,6 +117,7 @@ tokens_per_iter = gradient_accumulation_steps * batch_size * block_size
 def log(message):
     if master:
         tqdm.write(message)
+        sys.stdout.flush()  # one line at a time, also into a pipe or a file
 
 
 # -----------------------------------------------------------------------------
@@ -311,4 +312,5 @@ while True:
         t0, step_losses = time.time(), []
 bar.close()
 if ddp:
+    dist.barrier()  # let the master finish its last evaluation and checkpoint
     dist.destroy_process_group()

@@ -1,0 +1,135 @@
+"""End-to-end tests of the scripts: prepare_data.py, train.py (one process, resumed, DDP) and
+sample.py, on a small slice of the built-in corpus and a tiny model, plus their answers to bad input."""
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from prepare_data import DATA, builtin_corpus, get_tokenizer, prepare, retrieval_sequence
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+DATASET = '_pytest_slice'
+TINY = ['--dataset=' + DATASET, '--n_layer=2', '--n_head=2', '--n_kv_head=1', '--n_embd=32', '--block_size=64',
+        '--sliding_window=16', '--batch_size=2', '--eval_iters=2', '--log_interval=1', '--warmup_iters=2',
+        '--lr_decay_iters=8', '--learning_rate=0.01', '--peak_flops=1e9']
+
+
+def run(*args, ok=True):
+    env = dict(os.environ, OMP_NUM_THREADS='1')
+    p = subprocess.run(list(args), cwd=HERE, capture_output=True, text=True, env=env, timeout=300)
+    if ok:
+        assert p.returncode == 0, p.stderr[-3000:]
+    return p
+
+
+def logged_losses(stdout):
+    """{iteration: loss} from train.py's plain log lines."""
+    return {int(i): float(loss) for i, loss in re.findall(r'^iter (\d+): loss ([\d.]+)', stdout, re.M)}
+
+
+@pytest.fixture(scope='module')
+def dataset():
+    """Six plays, cut to their first 20k characters, as data/_pytest_slice."""
+    docs = [(title, text[:20000]) for title, text in builtin_corpus()[:6]]
+    meta = prepare(docs, DATASET, val_fraction=0.2)
+    yield meta
+    shutil.rmtree(os.path.join(DATA, DATASET))
+
+
+def test_tokenizer_works_offline():
+    enc = get_tokenizer('gpt2')
+    assert enc.encode('Hello world') == [15496, 995]
+    assert enc.eot_token == 50256 and enc.n_vocab == 50257
+    text = "To be, or not to be: that is the question.\n"
+    assert enc.decode(enc.encode(text)) == text
+
+
+def test_prepare_splits_by_whole_documents(dataset):
+    enc = get_tokenizer()
+    docs = dict(builtin_corpus()[:6])
+    for split in ('train', 'val'):
+        arr = np.fromfile(os.path.join(DATA, DATASET, f'{split}.bin'), dtype=np.uint16)
+        assert len(arr) == dataset[f'{split}_tokens']
+        for d in dataset[f'{split}_docs']:
+            ids = arr[d['offset']:d['offset'] + d['tokens']]
+            assert ids[-1] == enc.eot_token  # each document ends with <|endoftext|>
+            assert enc.decode(ids[:-1].tolist()) == docs[d['title']][:20000]
+    assert len(dataset['train_docs']) + len(dataset['val_docs']) == 6 and dataset['val_docs']
+
+
+def test_retrieval_sequences_hold_their_needle_and_answer():
+    enc = get_tokenizer()
+    filler = np.array(enc.encode("The grass is green. " * 300), dtype=np.uint16)
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        seq, answer = retrieval_sequence(enc, filler, 257, rng)
+        text = enc.decode(seq.tolist())
+        value = answer.strip(' .')
+        assert len(seq) == 257 and text.count(value) == 2  # once in the needle, once as the answer
+        assert text.rstrip().endswith(answer.strip())
+
+
+def test_train_resume_and_sample(dataset, tmp_path):
+    """Loss falls; a checkpoint is written; a run stopped at 4 and resumed to 8 logs the same
+    losses as an uninterrupted run; sample.py continues a prompt longer than the training context."""
+    a, b = str(tmp_path / 'a'), str(tmp_path / 'b')
+    full = run(sys.executable, 'train.py', *TINY, '--max_iters=8', '--eval_interval=4', '--out_dir=' + a)
+    evals = [float(v) for v in re.findall(r'^eval \d+: train loss [\d.]+, val loss ([\d.]+)', full.stdout, re.M)]
+    assert len(evals) == 3 and evals[-1] < evals[0] - 0.5
+    assert os.path.exists(os.path.join(a, 'ckpt.pt')) and os.path.exists(os.path.join(a, 'metrics.jsonl'))
+    run(sys.executable, 'train.py', *TINY, '--max_iters=4', '--eval_interval=4', '--out_dir=' + b)
+    resumed = run(sys.executable, 'train.py', *TINY, '--max_iters=8', '--eval_interval=4', '--out_dir=' + b,
+                  '--init_from=resume')
+    expected, got = logged_losses(full.stdout), logged_losses(resumed.stdout)
+    assert sorted(got) == [5, 6, 7, 8]
+    for i in got:
+        assert got[i] == pytest.approx(expected[i], abs=2e-4)
+
+    prompt = tmp_path / 'doc.txt'
+    prompt.write_text(builtin_corpus()[7][1][:2000])  # ~500 tokens, far past block_size=64
+    out = run(sys.executable, 'sample.py', '--out_dir=' + a, f'--start=FILE:{prompt}', '--max_new_tokens=20')
+    assert 'longer than the training context' in out.stderr and 'prefill' in out.stderr and out.stdout.strip()
+
+
+def test_ddp_matches_one_process(dataset, tmp_path):
+    """Two CPU processes (gloo), one micro-batch each, log the losses of one process that runs
+    both micro-batches: the same global batch."""
+    common = [*TINY, '--max_iters=3', '--eval_interval=100', '--gradient_accumulation_steps=2']
+    one = run(sys.executable, 'train.py', *common, '--out_dir=' + str(tmp_path / 'one'))
+    two = run(sys.executable, '-m', 'torch.distributed.run', '--standalone', '--nproc_per_node=2', 'train.py',
+              *common, '--out_dir=' + str(tmp_path / 'two'))
+    a, b = logged_losses(one.stdout), logged_losses(two.stdout)
+    assert sorted(a) == sorted(b) == [1, 2, 3]
+    for i in a:
+        assert b[i] == pytest.approx(a[i], abs=1e-3)
+
+
+@pytest.mark.parametrize('args,words', [
+    (['train.py', '--n_layers=3'], "unknown setting 'n_layers'"),
+    (['train.py', '--n_layer=three'], 'n_layer'),
+    (['train.py', '--dataset=' + DATASET, '--layer_pattern=SSXN'], 'layer_pattern'),
+    (['train.py', 'config/hybrid_lnog.py'], 'config/hybrid_long.py'),
+    (['train.py', '--dataset=no_such_data'], 'prepare_data.py'),
+    (['train.py', '--init_from=resume', '--out_dir=/nonexistent'], 'no checkpoint'),
+    (['sample.py', '--out_dir=/nonexistent'], 'no checkpoint'),
+    (['sample.py', '--start=FILE:/nonexistent.txt'], 'not found'),
+    (['prepare_data.py', '--input=/nonexistent'], 'not found'),
+])
+def test_bad_input_is_one_line_without_traceback(args, words, dataset, tmp_path):
+    p = run(sys.executable, *args, ok=False)
+    assert p.returncode != 0
+    assert 'Traceback' not in p.stderr and p.stderr.count('\n') == 1 and words in p.stderr, p.stderr
+
+
+def test_empty_prompt_file(dataset, tmp_path):
+    out = str(tmp_path / 'o')
+    run(sys.executable, 'train.py', *TINY, '--max_iters=1', '--eval_interval=1', '--out_dir=' + out)
+    empty = tmp_path / 'empty.txt'
+    empty.write_text('')
+    p = run(sys.executable, 'sample.py', '--out_dir=' + out, f'--start=FILE:{empty}', ok=False)
+    assert p.returncode != 0 and 'Traceback' not in p.stderr and p.stderr.count('\n') == 1 and 'empty' in p.stderr
