@@ -28,7 +28,6 @@ import torch.nn.functional as F
 
 try:  # FlexAttention (torch >= 2.5) runs the sliding window as a sparse kernel on CUDA
     from torch.nn.attention.flex_attention import create_block_mask, flex_attention
-    compiled_flex_attention = torch.compile(flex_attention, dynamic=False)  # compiles on first call
 except ImportError:
     flex_attention = None
 
@@ -151,9 +150,15 @@ def sliding_block_mask(T, window, device):
     return create_block_mask(in_window, B=None, H=None, Q_LEN=T, KV_LEN=T, device=device)
 
 
+@lru_cache(maxsize=1)
+def compiled_flex_attention():
+    """FlexAttention is fast only compiled into a fused kernel; compile it once, on first use."""
+    return torch.compile(flex_attention, dynamic=False)
+
+
 def sliding_window_flex(q, k, v, window):
     """The same sliding window as a FlexAttention kernel (compiled on CUDA; eager elsewhere, for tests)."""
-    fn = compiled_flex_attention if q.is_cuda else flex_attention
+    fn = compiled_flex_attention() if q.is_cuda else flex_attention
     return fn(q, k, v, block_mask=sliding_block_mask(q.size(2), window, str(q.device)), enable_gqa=True)
 
 

@@ -170,12 +170,14 @@ if init_from == 'resume':
     if not os.path.exists(ckpt_path):
         fail(f"no checkpoint at {ckpt_path} to resume: train one first, or set --out_dir")
     checkpoint = torch.load(ckpt_path, map_location=device, weights_only=False)
-    for k, saved in checkpoint['model_args'].items():
+    for k in model_args:
+        saved = checkpoint['model_args'][k]
         if model_args[k] != saved:
             if k in RESUMABLE_CHANGES:
                 log(f"resume: {k} {saved} -> {model_args[k]}")
                 continue
-            log(f"resume: keeping the checkpoint's {k}={saved!r} (asked for {model_args[k]!r})")
+            if model_args[k] is not None:
+                log(f"resume: keeping the checkpoint's {k}={saved!r} (asked for {model_args[k]!r})")
         model_args[k] = saved
     if checkpoint['config']['dataset'] != dataset:
         log(f"resume: dataset {checkpoint['config']['dataset']} -> {dataset}")
