@@ -19,7 +19,7 @@ dropout = 0.0
 # sequences (a passkey or magic number hidden in real text, asked for at the end) mixed in
 dataset = 'shakespeare'
 retrieval_rate = 0.2
-# training: about 16 minutes on a 2-core CPU (about 580 tokens/s; the 50k-token output layer
+# training: 18 minutes on a 2-core CPU (about 530 tokens/s; the 50k-token output layer
 # is most of the work at this width). Two sequences of 2048 tokens per step.
 batch_size = 2
 gradient_accumulation_steps = 1
