@@ -44,9 +44,9 @@ def checked(key, value, settings, source):
 
 def configure(settings, argv=None):
     """Apply config files and --key=value arguments (default: sys.argv[1:]) to `settings`,
-    a script's globals. Only names bound to plain literals count as settings.
-    Returns {key: value} of what was set, for logging."""
-    known = {k: v for k, v in settings.items() if not k.startswith('_') and isinstance(v, LITERALS)}
+    a script's globals. Only lower-case names bound to plain literals count as settings.
+    Returns every setting with its final value (to store beside a checkpoint)."""
+    known = {k: v for k, v in settings.items() if k.islower() and not k.startswith('_') and isinstance(v, LITERALS)}
     changed = {}
     for arg in sys.argv[1:] if argv is None else argv:
         if arg in ('-h', '--help'):
@@ -78,4 +78,4 @@ def configure(settings, argv=None):
                 changed[key] = checked(key, value, known, arg)
         known.update(changed)
     settings.update(changed)
-    return changed
+    return known

@@ -268,9 +268,9 @@ def test_configurator_applies_files_and_overrides_in_order(tmp_path):
     cfg = tmp_path / 'c.py'
     cfg.write_text("n_layer = 8\nlayer_pattern = 'R' * 2\n")
     s = settings()
-    changed = configure(s, [str(cfg), '--learning_rate=3', '--layer_pattern=SN', '--compile=True', '--n_kv_head=2'])
-    assert s == dict(n_layer=8, learning_rate=3.0, layer_pattern='SN', compile=True, n_kv_head=2)
-    assert type(s['learning_rate']) is float and changed['n_layer'] == 8
+    final = configure(s, [str(cfg), '--learning_rate=3', '--layer_pattern=SN', '--compile=True', '--n_kv_head=2'])
+    assert s == final == dict(n_layer=8, learning_rate=3.0, layer_pattern='SN', compile=True, n_kv_head=2)
+    assert type(s['learning_rate']) is float
 
 
 @pytest.mark.parametrize('argv,words', [

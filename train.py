@@ -76,8 +76,7 @@ backend = 'auto'          # DDP backend: 'auto' = nccl on CUDA, gloo on CPU
 seed = 1337
 peak_flops = 0.0          # for MFU; 0 = measure this device's matmul peak at start-up
 # -----------------------------------------------------------------------------
-configure(globals())
-settings = {k: v for k, v in globals().items() if not k.startswith('_') and isinstance(v, (bool, int, float, str, type(None)))}
+settings = configure(globals())  # every setting's final value, stored in checkpoints
 
 # processes, devices, precision
 ddp = 'RANK' in os.environ
