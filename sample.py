@@ -37,6 +37,8 @@ if device == 'auto':
     device = 'cuda' if torch.cuda.is_available() else 'mps' if torch.backends.mps.is_available() else 'cpu'
 if dtype == 'auto':
     dtype = 'bfloat16' if device.startswith('cuda') and torch.cuda.is_bf16_supported() else 'float32'
+if dtype not in ('float32', 'bfloat16', 'float16'):
+    fail(f"dtype={dtype!r} must be 'float32', 'bfloat16', 'float16' or 'auto'")
 torch.manual_seed(seed)
 
 if max_new_tokens < 1:

@@ -97,7 +97,11 @@ accum_per_rank = gradient_accumulation_steps // world
 device_type = 'cuda' if device.startswith('cuda') else device
 if dtype == 'auto':
     dtype = 'bfloat16' if device_type == 'cuda' and torch.cuda.is_bf16_supported() else 'float32'
-ptdtype = {'float32': torch.float32, 'bfloat16': torch.bfloat16, 'float16': torch.float16}[dtype]
+if device_type == 'cuda' and not torch.cuda.is_available():
+    fail(f"device={device!r} but this machine has no CUDA GPU: use --device=cpu (or auto)")
+if dtype not in ('float32', 'bfloat16', 'float16'):
+    fail(f"dtype={dtype!r} must be 'float32', 'bfloat16', 'float16' or 'auto'")
+ptdtype = getattr(torch, dtype)
 autocast = nullcontext() if ptdtype == torch.float32 else torch.autocast(device_type=device_type, dtype=ptdtype)
 torch.manual_seed(seed)
 if device_type == 'cpu' and sys.platform.startswith('linux'):
