@@ -19,12 +19,13 @@ import glob
 import json
 import lzma
 import os
-import sys
 
 import numpy as np
 import tiktoken
 import tiktoken.load
 from tqdm import tqdm
+
+from configurator import fail
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ASSETS = os.path.join(HERE, 'assets')
@@ -120,11 +121,6 @@ def read_documents(path, text_field):
                     fail(f"{path} line {n} is not a JSON object with a {text_field!r} field (set --text_field=NAME)")
         return docs
     return [(os.path.basename(path), open(path, encoding='utf-8', errors='replace').read())]
-
-
-def fail(message):
-    print(f"error: {message}", file=sys.stderr)
-    sys.exit(2)
 
 
 def tokenize(enc, texts, num_threads):

@@ -10,7 +10,7 @@ import sys
 import numpy as np
 import pytest
 
-from prepare_data import DATA, builtin_corpus, get_tokenizer, prepare, retrieval_sequence
+from prepare_data import DATA, builtin_corpus, get_tokenizer, prepare, read_documents, retrieval_sequence
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 DATASET = '_pytest_slice'
@@ -60,6 +60,20 @@ def test_prepare_splits_by_whole_documents(dataset):
             assert ids[-1] == enc.eot_token  # each document ends with <|endoftext|>
             assert enc.decode(ids[:-1].tolist()) == docs[d['title']][:20000]
     assert len(dataset['train_docs']) + len(dataset['val_docs']) == 6 and dataset['val_docs']
+
+
+def test_inputs_a_folder_and_jsonl(tmp_path, capsys):
+    (tmp_path / 'notes').mkdir()
+    (tmp_path / 'notes' / 'a.txt').write_text('first')
+    (tmp_path / 'notes' / 'b.md').write_text('second')
+    (tmp_path / 'notes' / 'skip.csv').write_text('not a document')
+    assert read_documents(str(tmp_path / 'notes'), 'text') == [('a.txt', 'first'), ('b.md', 'second')]
+    jsonl = tmp_path / 'docs.jsonl'
+    jsonl.write_text('{"body": "one"}\n\n{"body": "two"}\n')
+    assert [text for _, text in read_documents(str(jsonl), 'body')] == ['one', 'two']
+    with pytest.raises(SystemExit):
+        read_documents(str(jsonl), 'text')  # no such field: one line naming the line and the fix
+    assert "line 1" in capsys.readouterr().err
 
 
 def test_retrieval_sequences_hold_their_needle_and_answer():
