@@ -29,7 +29,7 @@ top_k = 200               # 0 = no limit
 seed = 1337
 device = 'auto'           # 'auto', 'cpu', 'cuda', 'mps'
 dtype = 'auto'            # 'auto': bfloat16 on a GPU that has it, else float32
-compile = False
+compile = False           # torch.compile the trunk: it recompiles as positions advance, and on the CPU decoding got slower
 prefill_chunk = 1024      # prompt tokens per prefill step: bounds activation memory
 configure(globals())
 
