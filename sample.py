@@ -39,6 +39,7 @@ if dtype == 'auto':
     dtype = 'bfloat16' if device.startswith('cuda') and torch.cuda.is_bf16_supported() else 'float32'
 if dtype not in ('float32', 'bfloat16', 'float16'):
     fail(f"dtype={dtype!r} must be 'float32', 'bfloat16', 'float16' or 'auto'")
+ptdtype = getattr(torch, dtype)
 torch.manual_seed(seed)
 
 if max_new_tokens < 1:
@@ -57,7 +58,7 @@ if not os.path.exists(ckpt_path):
 checkpoint = torch.load(ckpt_path, map_location='cpu', weights_only=False)
 model = GPT(GPTConfig(**checkpoint['model_args']))
 model.load_state_dict(checkpoint['model'])
-model.eval().to(device=device, dtype=getattr(torch, dtype))
+model.eval().to(device=device, dtype=ptdtype)
 block_size = checkpoint['model_args']['block_size']
 enc = get_tokenizer(checkpoint['tokenizer'])
 if compile:
@@ -71,7 +72,7 @@ if len(prompt) > block_size:
 
 x = torch.tensor(prompt, dtype=torch.long, device=device)[None, :]
 for s in range(num_samples):
-    cache = model.new_cache(1, len(prompt) + max_new_tokens, getattr(torch, dtype), device)
+    cache = model.new_cache(1, len(prompt) + max_new_tokens, ptdtype, device)
     text = codecs.getincrementaldecoder('utf-8')(errors='replace')  # a character may span several tokens
     t0 = time.perf_counter()
     for i, token in enumerate(model.stream(x, max_new_tokens, temperature, top_k or None, prefill_chunk, cache)):
