@@ -6,8 +6,8 @@ configure(globals()) to override them from the command line:
 
 Arguments apply left to right. A config/*.py file is plain Python that assigns some of the
 settings; --key=value sets one, the value read as a Python literal (strings may go bare:
---init_from=resume). A setting keeps its default's type (an int may stand for a float;
-a default of None takes any literal). Any mistake ends the program with one line on stderr.
+--init_from=resume; a list is a tuple: --lengths=512,2048). A setting keeps its default's type
+(an int may stand for a float, one value for a 1-tuple; a default of None takes any literal). Any mistake ends the program with one line on stderr.
 """
 
 import ast
@@ -17,7 +17,7 @@ import os
 import sys
 import types
 
-LITERALS = (bool, int, float, str, type(None))
+LITERALS = (bool, int, float, str, tuple, type(None))
 
 
 def fail(message):
@@ -39,6 +39,8 @@ def checked(key, value, settings, source):
         return value
     if isinstance(default, float) and type(value) is int:
         return float(value)
+    if isinstance(default, tuple) and isinstance(value, (int, float, str)):
+        return (value,)  # --lengths=512 means the 1-tuple (512,); --lengths=512,2048 parses as a tuple
     fail(f"{key} in {source} expects {type(default).__name__} (default {default!r}), got {value!r}")
 
 

@@ -14,7 +14,6 @@ larger RoPE theta): resume a checkpoint with a new block_size / rope_theta / sli
     python train.py config/hybrid_tiny.py --init_from=resume --block_size=2048 --max_iters=400
 """
 
-import ctypes
 import json
 import math
 import os
@@ -30,7 +29,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from tqdm import tqdm
 
 from configurator import configure, fail
-from model import GPT, GPTConfig, matmul_peak_flops
+from model import GPT, GPTConfig, keep_freed_memory, matmul_peak_flops
 from prepare_data import DATA, builtin_corpus, get_tokenizer, prepare, retrieval_sequence
 
 # -----------------------------------------------------------------------------
@@ -47,6 +46,7 @@ batch_size = 2            # sequences per micro-batch, per process
 gradient_accumulation_steps = 1  # micro-batches per optimizer step, over all processes together
 block_size = 2048         # training context length
 retrieval_rate = 0.1      # fraction of training sequences that are synthetic retrieval examples
+retrieval_needles = 1     # up to this many magic-number needles per retrieval sequence, each asked for
 # model (see GPTConfig in model.py)
 n_layer = 8
 n_head = 4
@@ -104,13 +104,8 @@ if dtype not in ('float32', 'bfloat16', 'float16'):
 ptdtype = getattr(torch, dtype)
 autocast = nullcontext() if ptdtype == torch.float32 else torch.autocast(device_type=device_type, dtype=ptdtype)
 torch.manual_seed(seed)
-if device_type == 'cpu' and sys.platform.startswith('linux'):
-    # glibc returns every large freed buffer (the logits alone are tokens x 50k floats) to the OS, and
-    # the next step page-faults it back in, 4 KiB at a time. Keeping freed memory in the process
-    # (mmap threshold 1 GiB, no trimming) took a hybrid_tiny-sized step from 2.0 s to 1.2 s on 2 cores.
-    libc = ctypes.CDLL('libc.so.6')
-    libc.mallopt(-3, 1 << 30)  # M_MMAP_THRESHOLD
-    libc.mallopt(-1, 1 << 31)  # M_TRIM_THRESHOLD
+if device_type == 'cpu':
+    keep_freed_memory()  # see model.py: a CPU step is much faster without page-faulting the logits back in
 if device_type == 'cuda':
     torch.backends.cuda.matmul.allow_tf32 = True
     torch.backends.cudnn.allow_tf32 = True
@@ -148,7 +143,10 @@ def get_batch(split, n, rng, augment=False):
     seqs = np.empty((n, block_size + 1), dtype=np.int64)
     for i in range(n):
         if augment and rng.random() < retrieval_rate:
-            seqs[i] = retrieval_sequence(enc, data, block_size + 1, rng)[0]
+            try:
+                seqs[i] = retrieval_sequence(enc, data, block_size + 1, rng, retrieval_needles)[0]
+            except ValueError as e:
+                fail(f"{e}: raise block_size, or set --retrieval_rate=0")
         else:
             start = rng.integers(0, len(data) - block_size - 1)
             seqs[i] = data[start:start + block_size + 1]
