@@ -75,20 +75,35 @@ def retrieval_parts(rng, kind):
     return {part: text.format(key=key, value=value) for part, text in TEMPLATES[kind].items()}
 
 
-def retrieval_sequence(enc, filler, length, rng):
+def retrieval_sequence(enc, filler, length, rng, needles=1):
     """A training sequence of exactly `length` tokens: filler text (a window of the token array
-    `filler`) with a needle at a random depth, then the question and its answer.
-    Returns (tokens as int64 array, the answer string)."""
-    parts = retrieval_parts(rng, rng.choice(list(TEMPLATES)))
-    needle = enc.encode_ordinary('\n' + parts['needle'] + '\n')
-    tail = enc.encode_ordinary('\n' + parts['question'] + parts['answer'] + '\n')
-    n_fill = length - len(needle) - len(tail)
+    `filler`) with needles at random depths, then the questions, each followed by its answer.
+    A passkey sequence has one needle; a magic-number one has 1 to `needles` of them, with different
+    keys, all asked for in random order: several retrievals per sequence, each among distractors.
+    Returns (tokens as int64 array, the answer strings in the order asked)."""
+    kind = rng.choice(list(TEMPLATES))
+    n = int(rng.integers(1, needles + 1)) if kind != 'passkey' and needles > 1 else 1
+    parts = []
+    while len(parts) < n:
+        p = retrieval_parts(rng, kind)
+        if all(p['question'] != q['question'] for q in parts):  # distinct keys: every question has one answer
+            parts.append(p)
+    needle_toks = [enc.encode_ordinary('\n' + p['needle'] + '\n') for p in parts]
+    qa_toks = [enc.encode_ordinary('\n' + p['question'] + p['answer'] + '\n') for p in parts]
+    while n > 1 and sum(map(len, needle_toks + qa_toks)) > length:  # keep as many needles as fit
+        n, needle_toks, qa_toks, parts = n - 1, needle_toks[:-1], qa_toks[:-1], parts[:-1]
+    order = rng.permutation(n) if n > 1 else [0]  # the questions come in a random order
+    tail = [t for i in order for t in qa_toks[i]]
+    n_fill = length - sum(map(len, needle_toks)) - len(tail)
     if n_fill < 0 or len(filler) < n_fill:
-        raise ValueError(f"a retrieval sequence needs {len(needle) + len(tail)} tokens plus filler; got length {length}")
+        raise ValueError(f"a retrieval sequence needs {length - n_fill} tokens plus filler; got length {length}")
     start = int(rng.integers(0, len(filler) - n_fill + 1))
     text = np.asarray(filler[start:start + n_fill], dtype=np.int64)
-    depth = int(rng.integers(0, n_fill + 1))
-    return np.concatenate([text[:depth], needle, text[depth:], tail]), parts['answer']
+    cuts = np.sort(rng.integers(0, n_fill + 1, n))
+    pieces = [text[:cuts[0]]]
+    for i in range(n):
+        pieces += [np.asarray(needle_toks[i], dtype=np.int64), text[cuts[i]:cuts[i + 1] if i + 1 < n else n_fill]]
+    return np.concatenate(pieces + [np.asarray(tail, dtype=np.int64)]), [parts[i]['answer'] for i in order]
 
 
 # ---------------------------------------------------------------------------

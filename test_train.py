@@ -76,17 +76,26 @@ def test_inputs_a_folder_and_jsonl(tmp_path, capsys):
     assert "line 1" in capsys.readouterr().err
 
 
-def test_retrieval_sequences_hold_their_needle_and_answer():
+def test_retrieval_sequences_hold_their_needles_and_answers():
     enc = get_tokenizer()
     filler = np.array(enc.encode("The grass is green. " * 300), dtype=np.uint16)
     rng = np.random.default_rng(0)
-    for _ in range(20):
-        seq, answer = retrieval_sequence(enc, filler, 257, rng)
+    counts = set()
+    for _ in range(40):
+        seq, answers = retrieval_sequence(enc, filler, 257, rng, needles=3)
         text = enc.decode(seq.tolist())
-        value = answer.strip(' .')
-        question = text.rindex('What is the')
-        assert len(seq) == 257 and value in text[:question]  # the needle comes before the question...
-        assert text[question:].rstrip().endswith(answer.strip())  # ...which is answered at the end
+        first_question = text.index('What is the')
+        assert len(seq) == 257 and 1 <= len(answers) <= 3
+        for answer in answers:  # each value is in a needle before the questions...
+            assert answer.strip(' .') in text[:first_question]
+        qa = re.findall(r'What is the (?:pass key|special magic number for (\S+) mentioned in the provided text)\? '
+                        r'The (?:pass key|special magic number for \1 mentioned in the provided text) is( \d+\.)', text)
+        assert [a for _, a in qa] == answers  # ...and each question is answered, in the order returned
+        for key, answer in qa:  # the answer is the value of the needle with the question's key
+            if key:
+                assert f"special magic numbers for {key} is:{answer}" in text[:first_question]
+        counts.add(len(answers))
+    assert counts == {1, 2, 3}
 
 
 @pytest.fixture(scope='module')
