@@ -1,0 +1,198 @@
+"""
+The paper's attention analysis, on any checkpoint: on needle-in-a-haystack prompts, where do the
+question and answer tokens look?
+
+    python analyze_attention.py --out_dir=out-hybrid-long
+    python analyze_attention.py --out_dir=out-hybrid-tiny --lengths=512,2048 --samples=8
+
+For every layer, and averaged over the layers of each kind ('S', 'R', 'N'), over heads, query rows
+and prompts:
+  mass      the share of attention from the final query positions (the question and the answer,
+            teacher-forced) on four segments of the keys: begin (the first `sink` tokens, where
+            attention sinks form), needle, context (the rest of the haystack), and question+answer
+            itself. The four sum to 1. The paper's finding: NoPE layers put the most mass on the
+            needle and carry the sink; RoPE layers look locally; QK-Norm spreads attention thin.
+  entropy   of those attention distributions, in nats (log of the number of keys = uniform attention)
+  distance  mean attention weight per key at each distance (log-spaced buckets), leaving out the
+            first `sink` tokens: how local a layer is
+
+Only the query rows analysed are scored against the keys ((rows, T) per head), never T x T.
+Prints tables, writes out_dir/attention.json, and out_dir/attention_distance.png with matplotlib.
+"""
+
+import json
+import math
+import os
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from configurator import configure, fail
+from eval_long import Haystack, NEEDLE, QUESTION, RULER_INTRO, have_matplotlib, haystack_prompt, held_out_documents, \
+    load_model, random_keys, random_number
+from model import visible
+from prepare_data import DATA, get_tokenizer, write_atomic
+
+SEGMENTS = ('begin', 'needle', 'context', 'question')
+
+
+def needle_prompt(enc, hay, length, rng):
+    """A needle-in-a-haystack prompt with its answer appended: tokens (length,), the needle's
+    (start, end), and where the question begins. The question and answer are the query rows."""
+    key, value = random_keys(rng, 1)[0], random_number(rng)
+    answer = enc.encode_ordinary(f" {value}.")
+    question = QUESTION.format(key=key)
+    tokens, spans = haystack_prompt(enc, hay, length - len(answer), [rng.random()], [NEEDLE.format(key=key, value=value)],
+                                    RULER_INTRO, question, rng)
+    q_start = len(tokens) - len(enc.encode_ordinary('\n' + question))
+    return np.concatenate([tokens, answer]), spans[0], q_start
+
+
+@torch.no_grad()
+def layer_inputs(model, idx):
+    """The normalised input x (B, T, C) of every layer's attention, from one forward pass."""
+    inputs = []
+    hooks = [block.attn.register_forward_pre_hook(lambda mod, args: inputs.append(args[0]))
+             for block in model.transformer.h]
+    try:
+        model.hidden(idx)
+    finally:
+        for h in hooks:
+            h.remove()
+    return inputs
+
+
+@torch.no_grad()
+def attention_rows(attn, x, rows, cos, sin):
+    """Attention weights (B, nh, len(rows), T) of the query rows of one layer, with the layer's own
+    projections, norms, RoPE (or none) and window: softmax(q k^T / sqrt(hd)) over visible keys."""
+    q, k, _ = attn.project(x, cos, sin)                                    # (B, nh, T, hd), (B, nkv, T, hd)
+    q = q[:, :, rows].float()
+    k = k.repeat_interleave(attn.n_head // attn.n_kv_head, dim=1).float()  # GQA: one k head per query group
+    pos = torch.arange(x.size(1), device=x.device)
+    scores = q @ k.transpose(-2, -1) / math.sqrt(q.size(-1))               # (B, nh, R, T)
+    scores = scores.masked_fill(~visible(pos[rows], pos, attn.window), float('-inf'))
+    return scores.softmax(dim=-1)
+
+
+def bucket_edges(T):
+    """Log-spaced distance buckets [1, 2), [2, 4), ... up to T."""
+    return [0, 1] + [2 ** i for i in range(1, max(1, math.ceil(math.log2(T))) + 1)]
+
+
+def analyze(model, prompts, sink):
+    """Per layer: mean mass on each segment, mean entropy and the distance profile over the prompts.
+    prompts: [(tokens (T,), needle (start, end), question start)], all of one length T."""
+    T = len(prompts[0][0])
+    device = model.lm_head.weight.device
+    idx = torch.as_tensor(np.stack([p[0] for p in prompts]), device=device)
+    q_start = min(p[2] for p in prompts)
+    rows = torch.arange(q_start, T, device=device)
+    # segment of every key, per prompt: (B, T) ids into SEGMENTS
+    seg = torch.full((len(prompts), T), SEGMENTS.index('context'), device=device)
+    for b, (_, (n0, n1), qs) in enumerate(prompts):
+        seg[b, n0:n1] = SEGMENTS.index('needle')
+        seg[b, qs:] = SEGMENTS.index('question')
+    seg[:, :sink] = SEGMENTS.index('begin')
+    onehot = torch.nn.functional.one_hot(seg, len(SEGMENTS)).float()          # (B, T, 4)
+    dist = rows[:, None] - torch.arange(T, device=device)[None, :]            # (R, T) query minus key position
+    edges = bucket_edges(T)
+    which = torch.bucketize(dist, torch.tensor(edges[1:], device=device), right=True)  # bucket of each (row, key)
+    which[:, :sink] = -1                                                     # the sink is left out
+    cos, sin = model.rope(0, T, device)
+    out = []
+    for block, x in zip(model.transformer.h, layer_inputs(model, idx)):
+        w = attention_rows(block.attn, x, rows, cos, sin)                     # (B, nh, R, T)
+        mass = torch.einsum('bhrt,bts->s', w, onehot) / (w.shape[0] * w.shape[1] * w.shape[2])
+        entropy = -(w * w.clamp_min(1e-30).log()).sum(-1).mean()
+        per_key = w.mean(dim=(0, 1))                                          # (R, T): mean weight of each key
+        profile = []
+        for i, (lo, hi) in enumerate(zip(edges, edges[1:])):
+            sel = (which == i) & (dist >= 0)
+            if sel.any():
+                profile.append([lo, hi, per_key[sel].mean().item()])
+        out.append(dict(kind=block.attn.kind, mass=dict(zip(SEGMENTS, mass.tolist())), entropy=entropy.item(),
+                        distance=profile))
+    return out
+
+
+def by_kind(layers):
+    """The per-layer results averaged over the layers of each kind."""
+    kinds = {}
+    for layer in layers:
+        kinds.setdefault(layer['kind'], []).append(layer)
+    return {k: dict(layers=len(ls), mass={s: float(np.mean([l['mass'][s] for l in ls])) for s in SEGMENTS},
+                    entropy=float(np.mean([l['entropy'] for l in ls])))
+            for k, ls in kinds.items()}
+
+
+def print_table(title, rows):
+    print(f"\n{title}")
+    print(f"{'':>9} " + ' '.join(f"{s:>9}" for s in SEGMENTS) + f" {'entropy':>9}")
+    for name, r in rows:
+        print(f"{name:>9} " + ' '.join(f"{r['mass'][s]:>9.3f}" for s in SEGMENTS) + f" {r['entropy']:>9.3f}")
+
+
+def plot_distance(results, path):
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+    fig, axes = plt.subplots(1, len(results), figsize=(4.5 * len(results), 3.3), squeeze=False)
+    for ax, (L, res) in zip(axes[0], results.items()):
+        for kind in sorted({l['kind'] for l in res['layers']}):
+            curves = [l['distance'] for l in res['layers'] if l['kind'] == kind]
+            x = [math.sqrt(max(lo, 0.5) * hi) for lo, hi, _ in curves[0]]
+            ax.plot(x, np.mean([[v for _, _, v in c] for c in curves], axis=0), marker='.', label=f"'{kind}' layers")
+        ax.set(xscale='log', yscale='log', xlabel='distance to key (tokens)', ylabel='mean attention per key',
+               title=f"context {L:,}")
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+
+
+if __name__ == '__main__':
+    out_dir = 'out-hybrid-long'
+    lengths = ()              # prompt lengths in tokens (--lengths=512,2048); () = the training length and 4 x it
+    samples = 4               # prompts per length (their needles at random depths)
+    sink = 10                 # the first tokens, counted as the 'begin' segment
+    dataset = ''              # haystack text; '' = the checkpoint's dataset (held-out documents)
+    seed = 1234
+    device = 'auto'
+    dtype = 'float32'
+    plots = True
+    configure(globals())
+
+    if device == 'auto':
+        device = 'cuda' if torch.cuda.is_available() else 'cpu'
+    model, checkpoint = load_model(out_dir, device, getattr(torch, dtype, torch.float32))
+    T = checkpoint['model_args']['block_size']
+    L_list = list(lengths) or [T, 4 * T]
+    if not all(type(L) is int for L in L_list):
+        fail(f"lengths={lengths} must be integers, e.g. --lengths=512,2048")
+    dataset = dataset or checkpoint['config']['dataset']
+    if not os.path.exists(os.path.join(DATA, dataset, 'meta.json')):
+        fail(f"dataset {dataset!r} not found in {DATA}: run python prepare_data.py (it makes data/shakespeare)")
+    enc = get_tokenizer(checkpoint['tokenizer'])
+    hay = Haystack(enc, np.concatenate(held_out_documents(dataset, 0)))
+    if len(hay.tokens) < max(L_list) or min(L_list) < 4 * sink + 100:
+        fail(f"lengths={L_list} must lie between {4 * sink + 100} and the held-out text's {len(hay.tokens):,} tokens")
+    rng = np.random.default_rng(seed)
+    print(f"{out_dir}: layers {model.config.layer_kinds()}, window {model.config.sliding_window}, "
+          f"qk_norm {model.config.qk_norm}, trained at {T} tokens")
+
+    results = {}
+    for L in tqdm(L_list, desc='lengths', disable=None, leave=False):
+        layers = analyze(model, [needle_prompt(enc, hay, L, rng) for _ in range(samples)], sink)
+        results[L] = dict(layers=layers, kinds=by_kind(layers))
+        print_table(f"context {L:,}: attention mass of the question+answer rows, and entropy (nats), per layer",
+                    [(f"{i} {l['kind']}", l) for i, l in enumerate(layers)])
+        print_table("  averaged by layer kind", [(f"'{k}' x{r['layers']}", r) for k, r in results[L]['kinds'].items()])
+    path = os.path.join(out_dir, 'attention.json')
+    write_atomic(path, lambda tmp: json.dump(dict(out_dir=out_dir, block_size=T, samples=samples, sink=sink,
+                                                  seed=seed, results=results), open(tmp, 'w'), indent=1))
+    print(f"\nwrote {path}")
+    if plots and have_matplotlib():
+        plot_distance(results, os.path.join(out_dir, 'attention_distance.png'))
+        print(f"wrote {os.path.join(out_dir, 'attention_distance.png')}")

@@ -1,0 +1,413 @@
+"""
+Long-context evaluation of a checkpoint, at context lengths up to and beyond its training length:
+
+    python eval_long.py --out_dir=out-hybrid-long
+    python eval_long.py --out_dir=out-hybrid-tiny --tasks=passkey,niah --lengths=256,1024,4096
+
+Tasks (--tasks, comma-separated):
+  passkey  landmark attention's passkey: a number hidden in repeated filler, greedy decoding, exact match;
+           a grid of lengths x depths (where in the context the needle sits, 0 = start, 1 = end)
+  niah     needle in a haystack of real text: a "special magic number" sentence placed at a sentence
+           boundary of a held-out document, substring match; lengths x depths, drawn as a heat map
+  ruler    RULER-style synthetic tasks: single needle, multi-key (with distractor needles), multi-value,
+           multi-query, variable tracking, common-words extraction; score = fraction of the reference
+           strings found in the output
+  ppl      loss by position on held-out documents, at 0.5, 1, 2, 4 and 8 x the training length:
+           where the model stops extrapolating
+  short    validation loss at the training length: long-context gains must not cost short-context quality
+
+Prints one table per task and writes out_dir/eval_long.json (and PNGs when matplotlib is installed).
+Every prompt goes through the KV cache with chunked prefill, so a 32k-token evaluation fits in CPU
+memory; prompts are drawn from a numpy Generator seeded with --seed, so every run sees the same ones.
+"""
+
+import json
+import math
+import os
+import re
+import sys
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from configurator import configure, fail
+from model import GPT, GPTConfig
+from prepare_data import DATA, KEY_WORDS, TEMPLATES, get_tokenizer, write_atomic
+
+# -----------------------------------------------------------------------------
+# The task generators. Each returns (prompt tokens of exactly `length`, reference strings, max new tokens).
+# A prompt is: a haystack of filler tokens with needles inserted at sentence boundaries, then a question.
+
+PASSKEY_INTRO = ("There is an important info hidden inside a lot of irrelevant text. Find it and memorize them. "
+                 "I will quiz you about the important information there.\n")
+PASSKEY_FILLER = "The grass is green. The sky is blue. The sun is yellow. Here we go. There and back again. "
+RULER_INTRO = ("Some special magic numbers are hidden within the following text. "
+               "Make sure to memorize it. I will quiz you about the numbers afterwards.\n")
+NEEDLE, QUESTION = TEMPLATES['magic_number']['needle'], TEMPLATES['magic_number']['question']
+
+
+class Haystack:
+    """A long token array to cut haystacks from, and the indices just after each sentence end
+    (where a needle can go without splitting a sentence)."""
+
+    def __init__(self, enc, tokens):
+        self.tokens = np.asarray(tokens, dtype=np.int64)
+        ends = np.array([enc.decode_single_token_bytes(t).rstrip().endswith((b'.', b'!', b'?')) for t in range(enc.n_vocab)])
+        self.bounds = np.flatnonzero(ends[self.tokens]) + 1
+
+    def fill(self, n, rng):
+        """n consecutive tokens from a random start, and the sentence boundaries within them."""
+        start = int(rng.integers(0, len(self.tokens) - n + 1))
+        b = self.bounds[(self.bounds > start) & (self.bounds < start + n)] - start
+        return self.tokens[start:start + n], np.concatenate([[0], b, [n]])
+
+
+def haystack_prompt(enc, hay, length, depths, needles, intro, question, rng):
+    """Tokens (exactly `length`) of intro + filler with needles[i] at depth depths[i] + question.
+    Returns the tokens and the (start, end) token span of each needle."""
+    pre, post = enc.encode_ordinary(intro), enc.encode_ordinary('\n' + question)
+    needle_toks = [enc.encode_ordinary(' ' + n) for n in needles]
+    n_fill = length - len(pre) - len(post) - sum(map(len, needle_toks))
+    if n_fill < 16:
+        raise ValueError(f"length {length} is too short for this task's needles and question")
+    filler, bounds = hay.fill(n_fill, rng)
+    cuts = [int(bounds[np.abs(bounds - d * n_fill).argmin()]) for d in depths]  # nearest sentence boundary
+    out, spans, at = [pre], [], 0
+    for cut, toks in sorted(zip(cuts, needle_toks), key=lambda ct: ct[0]):
+        out.append(filler[at:cut])
+        start = sum(map(len, out))
+        out.append(toks)
+        spans.append((start, start + len(toks)))
+        at = cut
+    out += [filler[at:], post]
+    return np.concatenate([np.asarray(o, dtype=np.int64) for o in out]), spans
+
+
+def random_number(rng):
+    return str(rng.integers(1000000, 10000000))
+
+
+def random_keys(rng, n):
+    """n distinct keys such as 'amber-river'."""
+    pairs = rng.permutation(len(KEY_WORDS) ** 2)[:n]
+    return [f"{KEY_WORDS[p // len(KEY_WORDS)]}-{KEY_WORDS[p % len(KEY_WORDS)]}" for p in pairs]
+
+
+def task_passkey(enc, hays, length, depth, rng):
+    value = str(rng.integers(10000, 100000))
+    needle = TEMPLATES['passkey']['needle'].format(value=value)
+    tokens, spans = haystack_prompt(enc, hays['grass'], length, [depth], [needle], PASSKEY_INTRO,
+                                    TEMPLATES['passkey']['question'], rng)
+    return tokens, [value], spans, 8
+
+
+def task_niah(enc, hays, length, depth, rng):
+    key, value = random_keys(rng, 1)[0], random_number(rng)
+    tokens, spans = haystack_prompt(enc, hays['text'], length, [depth], [NEEDLE.format(key=key, value=value)],
+                                    RULER_INTRO, QUESTION.format(key=key), rng)
+    return tokens, [value], spans, 8
+
+
+def task_single(enc, hays, length, depth, rng):
+    return task_niah(enc, hays, length, rng.random(), rng)
+
+
+def task_multikey(enc, hays, length, depth, rng):
+    """One needle asked for, three more with other keys as distractors."""
+    keys, values = random_keys(rng, 4), [random_number(rng) for _ in range(4)]
+    needles = [NEEDLE.format(key=k, value=v) for k, v in zip(keys, values)]
+    tokens, spans = haystack_prompt(enc, hays['text'], length, rng.random(4), needles, RULER_INTRO,
+                                    QUESTION.format(key=keys[0]), rng)
+    return tokens, [values[0]], spans, 8
+
+
+def task_multivalue(enc, hays, length, depth, rng):
+    """Four needles with the same key; all four values asked for."""
+    key, values = random_keys(rng, 1)[0], [random_number(rng) for _ in range(4)]
+    needles = [NEEDLE.format(key=key, value=v) for v in values]
+    question = (f"What are all the special magic numbers for {key} mentioned in the provided text? "
+                f"The special magic numbers for {key} mentioned in the provided text are")
+    tokens, spans = haystack_prompt(enc, hays['text'], length, rng.random(4), needles, RULER_INTRO, question, rng)
+    return tokens, values, spans, 40
+
+
+def task_multiquery(enc, hays, length, depth, rng):
+    """Four needles with different keys; all four asked for in one question."""
+    keys, values = random_keys(rng, 4), [random_number(rng) for _ in range(4)]
+    needles = [NEEDLE.format(key=k, value=v) for k, v in zip(keys, values)]
+    question = (f"What are all the special magic numbers for {', '.join(keys[:-1])} and {keys[-1]} mentioned in "
+                f"the provided text? The special magic numbers for {', '.join(keys[:-1])} and {keys[-1]} "
+                f"mentioned in the provided text are")
+    tokens, spans = haystack_prompt(enc, hays['text'], length, rng.random(4), needles, RULER_INTRO, question, rng)
+    return tokens, values, spans, 40
+
+
+def task_vt(enc, hays, length, depth, rng):
+    """Variable tracking: VAR A = 12345, then a chain VAR B = VAR A, VAR C = VAR B, ... in order;
+    name every variable that holds the value."""
+    names = [''.join(rng.choice(list('ABCDEFGHIJKLMNOPQRSTUVWXYZ'), 5)) for _ in range(5)]
+    value = str(rng.integers(10000, 100000))
+    needles = [f"VAR {names[0]} = {value}."] + [f"VAR {b} = VAR {a}." for a, b in zip(names, names[1:])]
+    question = (f"Find all variables that are assigned the value {value} in the text above. According to the chain "
+                f"of variable assignment in the text above, {len(names)} variables are assigned the value {value}, "
+                f"they are:")
+    intro = "Memorize and track the chain of variable assignment hidden in the following text.\n"
+    tokens, spans = haystack_prompt(enc, hays['grass'], length, np.sort(rng.random(len(names))), needles,
+                                    intro, question, rng)
+    return tokens, names, spans, 30
+
+
+def task_cwe(enc, hays, length, depth, rng):
+    """Common-words extraction: a numbered list in which ten common words each appear ten times as
+    often as any of twenty rare ones; name the ten most common."""
+    words = list(rng.permutation(WORD_POOL))
+    common, rare = words[:10], words[10:]
+    intro = enc.encode_ordinary("Below is a numbered list of words. In these words, some appear more often than "
+                                "others. Memorize the ones that appear most often.\n")
+    question = enc.encode_ordinary("\nWhat are the 10 most common words in the above list? "
+                                   "Answer: The top 10 words that appear most often in the list are:")
+    budget = length - len(intro) - len(question)
+    listing, n = [], 0
+    while True:  # rounds of the ten common words and two rare ones, shuffled, until the budget is spent
+        items = [enc.encode_ordinary(f" {n + i + 1}. {w}") for i, w in enumerate(rng.permutation(common + rare[:2]))]
+        rare = rare[2:] + rare[:2]
+        if len(listing) + sum(map(len, items)) > budget:
+            break
+        listing += [t for item in items for t in item]
+        n += len(items)
+    if n == 0:
+        raise ValueError(f"length {length} is too short for the common-words task")
+    pad = enc.encode_ordinary('\n') * (budget - len(listing))  # whole rounds only; newlines make up the length
+    return np.asarray(intro + listing + pad + question, dtype=np.int64), common, [], 40
+
+
+WORD_POOL = ('apple', 'bridge', 'candle', 'desert', 'engine', 'forest', 'garden', 'hammer', 'island', 'jacket',
+             'kettle', 'ladder', 'marble', 'needle', 'orange', 'pencil', 'rabbit', 'saddle', 'tiger', 'violin',
+             'window', 'yellow', 'anchor', 'basket', 'cactus', 'dragon', 'feather', 'guitar', 'helmet', 'lemon')
+RULER_TASKS = dict(single=task_single, multikey=task_multikey, multivalue=task_multivalue,
+                   multiquery=task_multiquery, vt=task_vt, cwe=task_cwe)
+
+
+def score(output, refs, exact=False):
+    """Fraction of the reference strings found in the output. exact: the output's first number must be the one reference."""
+    if exact:
+        found = re.findall(r'\d+', output)
+        return float(bool(found) and found[0] == refs[0])
+    return sum(r in output for r in refs) / len(refs)
+
+
+# -----------------------------------------------------------------------------
+# Running a model
+
+def load_model(out_dir, device, dtype):
+    """The model (eval mode, on device, in dtype) and the settings of the checkpoint in out_dir."""
+    ckpt_path = os.path.join(out_dir, 'ckpt.pt')
+    if not os.path.exists(ckpt_path):
+        fail(f"no checkpoint at {ckpt_path}: train one (python train.py config/hybrid_long.py) or set --out_dir")
+    checkpoint = torch.load(ckpt_path, map_location='cpu', weights_only=False)
+    model = GPT(GPTConfig(**checkpoint['model_args']))
+    model.load_state_dict(checkpoint['model'])
+    return model.eval().to(device=device, dtype=dtype), checkpoint
+
+
+@torch.no_grad()
+def greedy(model, enc, prompts, max_new_tokens, prefill_chunk):
+    """Greedy continuations (strings) of a batch of equal-length prompts (B, T), through the KV cache."""
+    x = torch.as_tensor(np.stack(prompts), device=model.lm_head.weight.device)
+    new = torch.cat(list(model.stream(x, max_new_tokens, temperature=0, prefill_chunk=prefill_chunk)), dim=1)
+    return [enc.decode(row) for row in new.tolist()]
+
+
+@torch.no_grad()
+def token_losses(model, x, prefill_chunk):
+    """Per-token cross-entropy (B, T-1) of x (B, T), chunk by chunk through the KV cache: the logits of
+    only one chunk (chunk x 50k floats) exist at a time, never T x 50k."""
+    cache = model.new_cache(x.size(0), x.size(1), model.lm_head.weight.dtype, x.device)
+    out = []
+    for inp, tgt in zip(x[:, :-1].split(prefill_chunk, 1), x[:, 1:].split(prefill_chunk, 1)):
+        logits = model.lm_head(model.hidden(inp, cache)).float()
+        out.append(F.cross_entropy(logits.transpose(1, 2), tgt, reduction='none'))
+    return torch.cat(out, dim=1)
+
+
+def held_out_documents(dataset, min_tokens):
+    """Token arrays of the validation documents at least min_tokens long (whole documents, from their start)."""
+    meta = json.load(open(os.path.join(DATA, dataset, 'meta.json')))
+    val = np.memmap(os.path.join(DATA, dataset, 'val.bin'), dtype=np.uint16, mode='r')
+    docs = meta.get('val_docs') or [dict(offset=0, tokens=len(val))]
+    return [np.asarray(val[d['offset']:d['offset'] + d['tokens']], dtype=np.int64) for d in docs if d['tokens'] >= min_tokens]
+
+
+def grid(model, enc, task, hays, lengths, depths, samples, rng, prefill_chunk, exact=False, desc=''):
+    """Mean score of `samples` prompts in every (length, depth) cell: {length: {depth: score}}."""
+    out = {}
+    with tqdm(total=len(lengths) * len(depths), desc=desc, disable=None, leave=False) as bar:
+        for L in lengths:
+            out[L] = {}
+            for d in depths:
+                bar.update(1)
+                try:
+                    made = [task(enc, hays, L, d, rng) for _ in range(samples)]
+                except ValueError:  # the task's needles and question do not fit in L tokens
+                    out[L][d] = None
+                    continue
+                texts = greedy(model, enc, [m[0] for m in made], made[0][3], prefill_chunk)
+                out[L][d] = float(np.mean([score(t, m[1], exact) for t, m in zip(texts, made)]))
+    return out
+
+
+def mean(values):
+    values = [v for v in values if v is not None]
+    return float(np.mean(values)) if values else None
+
+
+def cell(v, width):
+    return f"{'-':>{width}}" if v is None else f"{v:>{width}.2f}"
+
+
+def print_grid(title, table):
+    depths = list(next(iter(table.values())))
+    print(f"\n{title} (rows: context length; columns: needle depth)")
+    print(f"{'length':>8} " + ' '.join(f"{d:>6}" for d in depths) + '    mean')
+    for L, row in table.items():
+        print(f"{L:>8} " + ' '.join(cell(row[d], 6) for d in depths) + '  ' + cell(mean(row.values()), 6))
+
+
+def plot_heatmap(table, title, path):
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+    depths, lengths = list(next(iter(table.values()))), list(table)
+    fig, ax = plt.subplots(figsize=(1 + 0.7 * len(depths), 1 + 0.45 * len(lengths)))
+    ax.imshow([[np.nan if table[L][d] is None else table[L][d] for d in depths] for L in lengths],
+              vmin=0, vmax=1, cmap='RdYlGn', aspect='auto')
+    ax.set_xticks(range(len(depths)), [f"{d:g}" for d in depths])
+    ax.set_yticks(range(len(lengths)), [f"{L:,}" for L in lengths])
+    ax.set(xlabel='needle depth', ylabel='context length (tokens)', title=title)
+    for i, L in enumerate(lengths):
+        for j, d in enumerate(depths):
+            ax.text(j, i, cell(table[L][d], 0), ha='center', va='center', fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+
+
+def plot_ppl(curves, block_size, path):
+    """curves: {label: (bucket centre positions, losses)}."""
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    for label, (x, y) in curves.items():
+        ax.plot(x, y, marker='.', label=label)
+    ax.axvline(block_size, color='gray', linestyle=':', label='training length')
+    ax.set(xscale='log', xlabel='position in document (tokens)', ylabel='loss (nats/token)', title='loss by position')
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+
+
+def have_matplotlib():
+    try:
+        import matplotlib  # noqa: F401
+        return True
+    except ImportError:
+        return False
+
+
+# -----------------------------------------------------------------------------
+
+if __name__ == '__main__':
+    out_dir = 'out-hybrid-long'
+    tasks = 'passkey,niah,ruler,ppl,short'
+    lengths = ()              # prompt lengths in tokens (--lengths=512,2048); () = 0.5, 1, 2, 4 and 8 x the training length
+    depths = (0.0, 0.25, 0.5, 0.75, 1.0)  # where the needle sits: 0 = the start of the context, 1 = the end
+    samples = 4               # prompts per grid cell, and per RULER task and length
+    ppl_buckets = 16          # position buckets of the loss-by-position curve (log-spaced)
+    short_batches = 8         # sequences of the training length for the short-context loss
+    dataset = ''              # held-out documents for niah/ppl/short; '' = the checkpoint's dataset
+    seed = 1234
+    device = 'auto'
+    dtype = 'float32'
+    prefill_chunk = 1024
+    plots = True              # PNGs when matplotlib is installed
+    configure(globals())
+
+    wanted = [t for t in tasks.split(',') if t]
+    if not wanted or set(wanted) - {'passkey', 'niah', 'ruler', 'ppl', 'short'}:
+        fail(f"tasks={tasks!r}: choose from passkey,niah,ruler,ppl,short (comma-separated)")
+    if not all(type(L) is int and L > 0 for L in lengths) or not all(0 <= d <= 1 for d in depths):
+        fail(f"lengths={lengths} must be positive integers and depths={depths} numbers in [0, 1], e.g. --lengths=512,2048")
+    if device == 'auto':
+        device = 'cuda' if torch.cuda.is_available() else 'cpu'
+    model, checkpoint = load_model(out_dir, device, getattr(torch, dtype, torch.float32))
+    T = checkpoint['model_args']['block_size']
+    L_list, D_list = list(lengths) or [T // 2, T, 2 * T, 4 * T, 8 * T], list(depths)
+    dataset = dataset or checkpoint['config']['dataset']
+    enc = get_tokenizer(checkpoint['tokenizer'])
+    if not os.path.exists(os.path.join(DATA, dataset, 'meta.json')):
+        fail(f"dataset {dataset!r} not found in {DATA}: run python prepare_data.py (it makes data/shakespeare)")
+    val_docs = held_out_documents(dataset, 0)
+    rng = np.random.default_rng(seed)
+    hays = dict(grass=Haystack(enc, enc.encode_ordinary(PASSKEY_FILLER * (max(L_list) // 4 + 100))),
+                text=Haystack(enc, np.concatenate(val_docs)))
+    if len(hays['text'].tokens) < max(L_list):
+        fail(f"the held-out text of {dataset!r} holds {len(hays['text'].tokens):,} tokens, fewer than --lengths asks for")
+    print(f"{out_dir}: layers {model.config.layer_kinds()}, window {model.config.sliding_window}, "
+          f"rope_theta {model.config.rope_theta:g}, qk_norm {model.config.qk_norm}, trained at {T} tokens; "
+          f"evaluating at {L_list}")
+    results = dict(out_dir=out_dir, block_size=T, lengths=L_list, depths=D_list, samples=samples, seed=seed)
+
+    if 'passkey' in wanted:
+        results['passkey'] = grid(model, enc, task_passkey, hays, L_list, D_list, samples, rng, prefill_chunk,
+                                  exact=True, desc='passkey')
+        print_grid('passkey retrieval, exact match', results['passkey'])
+    if 'niah' in wanted:
+        results['niah'] = grid(model, enc, task_niah, hays, L_list, D_list, samples, rng, prefill_chunk, desc='niah')
+        print_grid('needle in a haystack (held-out text), substring match', results['niah'])
+    if 'ruler' in wanted:  # needles at random depths: one column per length
+        results['ruler'] = {name: {L: row[0.5] for L, row in grid(model, enc, fn, hays, L_list, [0.5], samples, rng,
+                                                                  prefill_chunk, desc=name).items()}
+                            for name, fn in RULER_TASKS.items()}
+        print(f"\nRULER-style tasks, fraction of references found (rows: task; columns: context length; - = does not fit)")
+        print(f"{'task':>10} " + ' '.join(f"{L:>7}" for L in L_list))
+        for name, row in results['ruler'].items():
+            print(f"{name:>10} " + ' '.join(cell(row[L], 7) for L in L_list))
+
+    if 'ppl' in wanted:
+        # A causal model's loss at position p depends only on tokens 0..p, so one pass over the longest
+        # length gives every shorter evaluation length too: the mean over its first L positions.
+        docs = held_out_documents(dataset, max(L_list) + 1)
+        if not docs:
+            fail(f"no held-out document of {dataset!r} has {max(L_list) + 1:,} tokens: lower --lengths")
+        x = torch.as_tensor(np.stack([d[:max(L_list) + 1] for d in docs]), device=device)
+        losses = torch.cat([token_losses(model, row[None], prefill_chunk) for row in tqdm(x, desc='ppl', disable=None,
+                                                                                          leave=False)]).mean(0)
+        edges = np.unique(np.geomspace(1, max(L_list), ppl_buckets + 1).astype(int))
+        results['ppl'] = dict(documents=len(docs),
+                              by_length={L: losses[:L].mean().item() for L in L_list},
+                              buckets=[[int(a), int(b), losses[a - 1:b - 1].mean().item()] for a, b in zip(edges, edges[1:])])
+        print(f"\nloss by position over {len(docs)} held-out documents (nats/token)")
+        print('   mean over the first L tokens: ' + ', '.join(f"{L}: {v:.3f}" for L, v in results['ppl']['by_length'].items()))
+        print('   by position: ' + ', '.join(f"[{a},{b}) {v:.2f}" for a, b, v in results['ppl']['buckets']))
+    if 'short' in wanted:
+        val = np.concatenate(val_docs)
+        starts = rng.integers(0, len(val) - T - 1, short_batches)
+        x = torch.as_tensor(np.stack([val[s:s + T + 1] for s in starts]), device=device)
+        results['short_val_loss'] = token_losses(model, x, prefill_chunk).mean().item()
+        print(f"\nshort context: validation loss at the training length {T}: {results['short_val_loss']:.4f}")
+
+    path = os.path.join(out_dir, 'eval_long.json')
+    write_atomic(path, lambda tmp: json.dump(results, open(tmp, 'w'), indent=1))
+    print(f"\nwrote {path}")
+    if plots and have_matplotlib():
+        if 'niah' in results:
+            plot_heatmap(results['niah'], f"needle in a haystack: {model.config.layer_kinds()}", os.path.join(out_dir, 'niah.png'))
+        if 'ppl' in results:
+            plot_ppl({model.config.layer_kinds(): ([math.sqrt(a * b) for a, b, _ in results['ppl']['buckets']],
+                                                  [v for _, _, v in results['ppl']['buckets']])},
+                     T, os.path.join(out_dir, 'ppl_by_position.png'))
+        print(f"wrote the plots in {out_dir}")
