@@ -29,7 +29,7 @@ import torch
 from tqdm import tqdm
 
 from configurator import configure, fail
-from eval_long import Haystack, NEEDLE, QUESTION, RULER_INTRO, have_matplotlib, haystack_prompt, held_out_documents, \
+from eval_long import Haystack, NEEDLE, QUESTION, RULER_INTRO, have_matplotlib, haystack_prompt, held_out_text, \
     load_model, random_keys, random_number
 from model import visible
 from prepare_data import DATA, get_tokenizer, write_atomic
@@ -175,7 +175,7 @@ if __name__ == '__main__':
     if not os.path.exists(os.path.join(DATA, dataset, 'meta.json')):
         fail(f"dataset {dataset!r} not found in {DATA}: run python prepare_data.py (it makes data/shakespeare)")
     enc = get_tokenizer(checkpoint['tokenizer'])
-    hay = Haystack(enc, np.concatenate(held_out_documents(dataset, 0)))
+    hay = Haystack(enc, held_out_text(dataset))
     if len(hay.tokens) < max(L_list) or min(L_list) < 4 * sink + 100:
         fail(f"lengths={L_list} must lie between {4 * sink + 100} and the held-out text's {len(hay.tokens):,} tokens")
     rng = np.random.default_rng(seed)

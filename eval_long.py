@@ -232,12 +232,9 @@ def token_losses(model, x, prefill_chunk):
     return torch.cat(out, dim=1)
 
 
-def held_out_documents(dataset, min_tokens):
-    """Token arrays of the validation documents at least min_tokens long (whole documents, from their start)."""
-    meta = json.load(open(os.path.join(DATA, dataset, 'meta.json')))
-    val = np.memmap(os.path.join(DATA, dataset, 'val.bin'), dtype=np.uint16, mode='r')
-    docs = meta.get('val_docs') or [dict(offset=0, tokens=len(val))]
-    return [np.asarray(val[d['offset']:d['offset'] + d['tokens']], dtype=np.int64) for d in docs if d['tokens'] >= min_tokens]
+def held_out_text(dataset):
+    """The validation split of a prepared dataset (whole held-out documents, concatenated) as int64 tokens."""
+    return np.fromfile(os.path.join(DATA, dataset, 'val.bin'), dtype=np.uint16).astype(np.int64)
 
 
 def grid(model, enc, task, hays, lengths, depths, samples, rng, prefill_chunk, exact=False, desc=''):
@@ -326,6 +323,7 @@ if __name__ == '__main__':
     lengths = ()              # prompt lengths in tokens (--lengths=512,2048); () = 0.5, 1, 2, 4 and 8 x the training length
     depths = (0.0, 0.25, 0.5, 0.75, 1.0)  # where the needle sits: 0 = the start of the context, 1 = the end
     samples = 4               # prompts per grid cell, and per RULER task and length
+    ppl_windows = 16          # windows of held-out text for the loss by position
     ppl_buckets = 16          # position buckets of the loss-by-position curve (log-spaced)
     short_batches = 8         # sequences of the training length for the short-context loss
     dataset = ''              # held-out documents for niah/ppl/short; '' = the checkpoint's dataset
@@ -350,12 +348,11 @@ if __name__ == '__main__':
     enc = get_tokenizer(checkpoint['tokenizer'])
     if not os.path.exists(os.path.join(DATA, dataset, 'meta.json')):
         fail(f"dataset {dataset!r} not found in {DATA}: run python prepare_data.py (it makes data/shakespeare)")
-    val_docs = held_out_documents(dataset, 0)
     rng = np.random.default_rng(seed)
     hays = dict(grass=Haystack(enc, enc.encode_ordinary(PASSKEY_FILLER * (max(L_list) // 4 + 100))),
-                text=Haystack(enc, np.concatenate(val_docs)))
-    if len(hays['text'].tokens) < max(L_list):
-        fail(f"the held-out text of {dataset!r} holds {len(hays['text'].tokens):,} tokens, fewer than --lengths asks for")
+                text=Haystack(enc, held_out_text(dataset)))
+    if len(hays['text'].tokens) <= max(L_list) + 1:
+        fail(f"the held-out text of {dataset!r} holds {len(hays['text'].tokens):,} tokens, fewer than --lengths asks for: lower --lengths")
     print(f"{out_dir}: layers {model.config.layer_kinds()}, window {model.config.sliding_window}, "
           f"rope_theta {model.config.rope_theta:g}, qk_norm {model.config.qk_norm}, trained at {T} tokens; "
           f"evaluating at {L_list}")
@@ -378,23 +375,23 @@ if __name__ == '__main__':
             print(f"{name:>10} " + ' '.join(cell(row[L], 7) for L in L_list))
 
     if 'ppl' in wanted:
-        # A causal model's loss at position p depends only on tokens 0..p, so one pass over the longest
-        # length gives every shorter evaluation length too: the mean over its first L positions.
-        docs = held_out_documents(dataset, max(L_list) + 1)
-        if not docs:
-            fail(f"no held-out document of {dataset!r} has {max(L_list) + 1:,} tokens: lower --lengths")
-        x = torch.as_tensor(np.stack([d[:max(L_list) + 1] for d in docs]), device=device)
-        losses = torch.cat([token_losses(model, row[None], prefill_chunk) for row in tqdm(x, desc='ppl', disable=None,
-                                                                                          leave=False)]).mean(0)
-        edges = np.unique(np.geomspace(1, max(L_list), ppl_buckets + 1).astype(int))
-        results['ppl'] = dict(documents=len(docs),
+        # Windows of the longest length at random starts in the held-out text: the loss at position p
+        # is the loss with p tokens of context. A causal model's loss at p does not depend on later
+        # tokens, so one pass over the longest length gives every shorter length's mean too.
+        val, Lmax = hays['text'].tokens, max(L_list)
+        x = torch.as_tensor(np.stack([val[s:s + Lmax + 1] for s in rng.integers(0, len(val) - Lmax, ppl_windows)]),
+                            device=device)
+        losses = torch.cat([token_losses(model, row[None], prefill_chunk)
+                            for row in tqdm(x, desc='ppl', disable=None, leave=False)]).mean(0)
+        edges = np.unique(np.geomspace(1, Lmax, ppl_buckets + 1).astype(int))
+        results['ppl'] = dict(windows=ppl_windows,
                               by_length={L: losses[:L].mean().item() for L in L_list},
                               buckets=[[int(a), int(b), losses[a - 1:b - 1].mean().item()] for a, b in zip(edges, edges[1:])])
-        print(f"\nloss by position over {len(docs)} held-out documents (nats/token)")
+        print(f"\nloss by position over {ppl_windows} windows of held-out text (nats/token)")
         print('   mean over the first L tokens: ' + ', '.join(f"{L}: {v:.3f}" for L, v in results['ppl']['by_length'].items()))
         print('   by position: ' + ', '.join(f"[{a},{b}) {v:.2f}" for a, b, v in results['ppl']['buckets']))
     if 'short' in wanted:
-        val = np.concatenate(val_docs)
+        val = hays['text'].tokens
         starts = rng.integers(0, len(val) - T - 1, short_batches)
         x = torch.as_tensor(np.stack([val[s:s + T + 1] for s in starts]), device=device)
         results['short_val_loss'] = token_losses(model, x, prefill_chunk).mean().item()

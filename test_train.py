@@ -1,6 +1,7 @@
 """End-to-end tests of the scripts: prepare_data.py, train.py (one process, resumed, DDP) and
 sample.py, on a small slice of the built-in corpus and a tiny model, plus their answers to bad input."""
 
+import json
 import os
 import re
 import shutil
@@ -167,3 +168,18 @@ def test_empty_prompt_file(trained, tmp_path):
     empty.write_text('')
     p = run(sys.executable, 'sample.py', '--out_dir=' + trained[0], f'--start=FILE:{empty}', ok=False)
     assert p.returncode != 0 and 'Traceback' not in p.stderr and p.stderr.count('\n') == 1 and 'empty' in p.stderr
+
+
+def test_bench_runs_every_section(tmp_path):
+    """bench.py end to end at toy sizes: every table printed, the JSON written (no timing is asserted)."""
+    out = tmp_path / 'bench.json'
+    p = run(sys.executable, 'bench.py', '--n_layer=4', '--n_embd=32', '--n_head=2', '--n_kv_head=1',
+            '--sliding_window=16', '--train_lengths=32,64', '--train_tokens=128', '--attn_lengths=64,128',
+            '--attn_forward_length=256', '--prefill_lengths=64,128', '--decode_lengths=32,64', '--decode_tokens=2',
+            '--recompute_lengths=32,64', '--reps=1', f'--out={out}', '--plot=')
+    for title in ('training step', 'one attention layer', 'prefill', 'decode through the KV cache', 'without a cache'):
+        assert title in p.stdout
+    results = json.load(open(out))
+    assert {r['pattern'] for r in results['prefill']} == {'SSSN', 'R'}
+    kv = {(r['T'], r['pattern']): r['kv_bytes'] for r in results['decode']['rows']}
+    assert kv[64, 'SSSN'] / kv[64, 'R'] == pytest.approx(results['decode']['kv_ideal_ratio']['64'], rel=0.05)

@@ -1,0 +1,363 @@
+"""
+Speed and memory of the hybrid ('SSSN') against a full-attention RoPE model ('R') of the same size,
+side by side in one run. Prints tables and writes bench.json and bench.png (with matplotlib):
+
+    python bench.py                                  # about 10 minutes on 2 CPU cores
+    python bench.py --sections=decode,recompute      # some sections only
+    python bench.py --n_layer=12 --n_embd=768 --n_head=12 --n_kv_head=4 --sliding_window=1024   # another size
+
+Sections:
+  train      a training step (forward, backward, AdamW): tokens/s and MFU against the measured matmul peak,
+             and the speed-up of the hybrid next to the one its FLOP count predicts
+  attention  one attention layer alone, forward+backward: a sliding-window 'S' layer against a full one,
+             and how each grows with T (forward only at the longest length)
+  prefill    a long prompt through the KV cache in chunks: time and peak memory (each in a fresh
+             process, so the peak is its own; RSS on the CPU, max_memory_allocated on a GPU)
+  decode     ms per token at a given context, the KV cache's bytes, and the memory-bandwidth bound:
+             the time to read the weights and the cache once at the measured copy bandwidth
+  recompute  the same decode step without a cache, recomputing the whole context (as nanoGPT's generate does)
+
+The two models alternate (A B A B ...) so that machine noise falls on both, and every figure is the
+median of `reps` runs. Weights are random: speed and memory do not depend on them.
+"""
+
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from contextlib import nullcontext
+
+import torch
+
+from configurator import configure, fail
+from model import GPT, GPTConfig, keep_freed_memory, matmul_peak_flops, attend
+from prepare_data import write_atomic
+
+# the model: hybrid_long's size by default
+n_layer = 8
+n_head = 8
+n_kv_head = 2
+n_embd = 256
+sliding_window = 256
+patterns = ('SSSN', 'R')           # the hybrid and its full-attention twin
+# what to measure
+sections = 'train,attention,prefill,decode,recompute'
+train_lengths = (512, 2048, 8192)
+train_tokens = 4096                # tokens per training step (batch = train_tokens // T)
+attn_lengths = (1024, 4096, 16384)
+attn_forward_length = 65536        # forward only, at this length
+prefill_lengths = (4096, 16384, 32768)
+prefill_chunk = 1024
+decode_lengths = (1024, 8192, 32768)
+decode_tokens = 16                 # tokens timed per decode measurement
+recompute_lengths = (1024, 8192)
+reps = 3
+device = 'auto'
+dtype = 'float32'
+out = 'bench.json'
+plot = 'bench.png'                 # '' = no plot
+worker = ''                        # internal: 'prefill:PATTERN:LENGTH' runs one prefill and prints its JSON
+configure(globals())
+
+if device == 'auto':
+    device = 'cuda' if torch.cuda.is_available() else 'cpu'
+if device.startswith('cuda') and not torch.cuda.is_available():
+    fail(f"device={device!r} but this machine has no CUDA GPU: use --device=cpu")
+dev, ptdtype = torch.device(device), getattr(torch, dtype)
+cuda = dev.type == 'cuda'
+if not cuda:
+    keep_freed_memory()  # as train.py does
+
+
+def model_for(pattern, block_size=2048):
+    cfg = GPTConfig(n_layer=n_layer, n_head=n_head, n_kv_head=n_kv_head, n_embd=n_embd, block_size=block_size,
+                    layer_pattern=pattern, sliding_window=sliding_window)
+    torch.manual_seed(0)
+    return GPT(cfg).to(dev)
+
+
+def sync():
+    if cuda:
+        torch.cuda.synchronize()
+
+
+def timed(fn):
+    sync()
+    t = time.perf_counter()
+    fn()
+    sync()
+    return time.perf_counter() - t
+
+
+def alternate(fns, n):
+    """{name: median seconds} of n runs of each fn, taken in turn (A B A B ...), after one warm-up each
+    when n > 1 (a single run is kept for measurements long enough that a warm-up changes nothing)."""
+    for fn in fns.values() if n > 1 else []:
+        fn()
+    times = {name: [] for name in fns}
+    for _ in range(n):
+        for name, fn in fns.items():
+            times[name].append(timed(fn))
+    return {name: statistics.median(t) for name, t in times.items()}
+
+
+def table(title, header, rows):
+    print(f"\n{title}")
+    widths = [max(len(str(x)) for x in col) for col in zip(header, *rows)]
+    for row in [header] + rows:
+        print('  '.join(f"{str(x):>{w}}" for x, w in zip(row, widths)))
+
+
+def peak_memory():
+    """Peak bytes so far: GPU memory allocated, or the process's peak resident memory (VmHWM on Linux:
+    unlike ru_maxrss, it starts afresh at exec instead of inheriting the parent's peak)."""
+    if cuda:
+        return torch.cuda.max_memory_allocated()
+    if os.path.exists('/proc/self/status'):
+        return next(int(l.split()[1]) * 1024 for l in open('/proc/self/status') if l.startswith('VmHWM'))
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * (1 if sys.platform == 'darwin' else 1024)
+
+
+# -----------------------------------------------------------------------------
+# prefill runs in a child process: a process's peak memory only ever grows, so each measurement gets its own
+if worker:
+    _, pattern, length = worker.split(':')
+    model = model_for(pattern).eval().to(ptdtype)
+    idx = torch.randint(0, 50257, (1, int(length)), device=dev)
+    base = peak_memory()
+
+    @torch.no_grad()
+    def prefill():
+        cache = model.new_cache(1, idx.size(1), ptdtype, dev)
+        for chunk in idx.split(prefill_chunk, dim=1):
+            h = model.hidden(chunk, cache)
+        return model.lm_head(h[:, -1]), cache
+    seconds = timed(prefill)
+    print(json.dumps(dict(seconds=seconds, peak_bytes=peak_memory(), base_bytes=base)))
+    sys.exit(0)
+
+wanted = [s for s in sections.split(',') if s]
+if not wanted or set(wanted) - {'train', 'attention', 'prefill', 'decode', 'recompute'}:
+    fail(f"sections={sections!r}: choose from train,attention,prefill,decode,recompute (comma-separated)")
+
+
+def device_name():
+    if cuda:
+        return torch.cuda.get_device_name(dev)
+    try:
+        return next(l.split(':', 1)[1].strip() for l in open('/proc/cpuinfo') if l.startswith('model name'))
+    except (OSError, StopIteration):
+        return platform.processor() or 'CPU'
+
+
+name = device_name()
+machine = dict(device=name, threads=torch.get_num_threads(), torch=torch.__version__, dtype=dtype,
+               date=time.strftime('%Y-%m-%d'))
+print(f"{name}, {machine['threads']} threads, torch {torch.__version__}, {dtype}; model: {n_layer} layers, "
+      f"n_embd {n_embd}, {n_head} heads ({n_kv_head} kv), window {sliding_window}; patterns {patterns}")
+results = dict(machine=machine, model=dict(n_layer=n_layer, n_head=n_head, n_kv_head=n_kv_head, n_embd=n_embd,
+                                           sliding_window=sliding_window), patterns=list(patterns))
+t_start = time.time()
+
+# -----------------------------------------------------------------------------
+if 'train' in wanted:
+    peak = matmul_peak_flops(dev, ptdtype, n=8192 if cuda else 2048)
+    print(f"\nmatmul peak of this device ({dtype}): {peak / 1e9:,.0f} GFLOP/s")
+    rows, results['train'] = [], dict(peak_flops=peak, rows=[])
+    for T in train_lengths:
+        models = {p: model_for(p, T) for p in patterns}
+        opts = {p: m.configure_optimizers(0.1, 1e-4, (0.9, 0.95), dev.type) for p, m in models.items()}
+        B = max(1, train_tokens // T)
+        x = torch.randint(0, 50257, (B, T), device=dev)
+        autocast = nullcontext() if ptdtype == torch.float32 else torch.autocast(dev.type, dtype=ptdtype)
+
+        def step(p):
+            def run():
+                with autocast:
+                    _, loss = models[p](x, x)
+                loss.backward()
+                opts[p].step()
+                opts[p].zero_grad(set_to_none=True)
+            return run
+        dt = alternate({p: step(p) for p in patterns}, reps)
+        flops = {p: models[p].flops_per_token(T) for p in patterns}
+        a, b = patterns[0], patterns[-1]
+        measured, predicted = dt[b] / dt[a], flops[b] / flops[a]
+        for p in patterns:
+            tok_s = B * T / dt[p]
+            mfu = flops[p] * tok_s / peak
+            rows.append([T, p, f"{tok_s:,.0f}", f"{100 * mfu:.0f}%", f"{flops[p] / 1e6:.0f}"] +
+                        ([f"{predicted:.2f}x", f"{measured:.2f}x", f"{100 * measured / predicted:.0f}%"] if p == a else ['', '', '']))
+            results['train']['rows'].append(dict(T=T, pattern=p, batch=B, seconds=dt[p], tokens_per_s=tok_s, mfu=mfu,
+                                                 flops_per_token=flops[p]))
+        results['train'].setdefault('speedup', {})[T] = dict(predicted=predicted, measured=measured)
+        del models, opts
+    table(f"training step, {train_tokens} tokens per step (median of {reps})",
+          ['T', 'layers', 'tokens/s', 'MFU', 'MFLOP/token', 'predicted speed-up', 'measured', 'measured/predicted'], rows)
+
+# -----------------------------------------------------------------------------
+if 'attention' in wanted:
+    hd = n_embd // n_head
+    rows, results['attention'] = [], []
+
+    def attention(T, window, backward):
+        q = torch.randn(1, n_head, T, hd, device=dev, dtype=ptdtype, requires_grad=backward)
+        k, v = (torch.randn(1, n_kv_head, T, hd, device=dev, dtype=ptdtype, requires_grad=backward) for _ in range(2))
+        pos = torch.arange(T, device=dev)
+
+        def run():
+            with torch.set_grad_enabled(backward):
+                y = attend(q, k, v, pos, pos, window)
+                if backward:
+                    y.backward(torch.ones_like(y))
+        return run
+    for T, backward in [(T, True) for T in attn_lengths] + [(attn_forward_length, False)]:
+        n = reps if T <= 16384 else 1
+        dt = alternate({'S': attention(T, sliding_window, backward), 'full': attention(T, None, backward)}, n)
+        results['attention'].append(dict(T=T, backward=backward, S=dt['S'], full=dt['full']))
+        rows.append([T, 'fwd+bwd' if backward else 'fwd', f"{dt['S'] * 1e3:,.1f}", f"{dt['full'] * 1e3:,.1f}",
+                     f"{dt['full'] / dt['S']:.1f}x"])
+    grow = [r for r in results['attention'] if r['backward']]
+    for r0, r1 in zip(grow, grow[1:]):  # how the time grows with T: 4x for linear cost, 16x for quadratic
+        rows.append([f"{r1['T']}/{r0['T']}", 'growth', f"x{r1['S'] / r0['S']:.2f}", f"x{r1['full'] / r0['full']:.2f}", ''])
+    table(f"one attention layer ({n_head} heads, {n_kv_head} kv, head dim {hd}, window {sliding_window}; "
+          f"median of {reps}, 1 run at {attn_forward_length})", ['T', 'pass', "'S' ms", 'full ms', 'full / S'], rows)
+
+# -----------------------------------------------------------------------------
+if 'prefill' in wanted:
+    rows, results['prefill'] = [], []
+    for L in prefill_lengths:
+        for p in patterns:
+            cmd = [sys.executable, __file__, f'--worker=prefill:{p}:{L}', f'--device={device}', f'--dtype={dtype}',
+                   f'--n_layer={n_layer}', f'--n_head={n_head}', f'--n_kv_head={n_kv_head}', f'--n_embd={n_embd}',
+                   f'--sliding_window={sliding_window}', f'--prefill_chunk={prefill_chunk}']
+            proc = subprocess.run(cmd, capture_output=True, text=True)
+            if proc.returncode:
+                print(f"prefill of {L} tokens with {p} failed: {proc.stderr.strip().splitlines()[-1:]}")
+                continue
+            r = dict(json.loads(proc.stdout.strip().splitlines()[-1]), T=L, pattern=p)
+            results['prefill'].append(r)
+            rows.append([L, p, f"{r['seconds']:.1f}", f"{L / r['seconds']:,.0f}", f"{r['peak_bytes'] / 2**20:,.0f}",
+                         f"{(r['peak_bytes'] - r['base_bytes']) / 2**20:,.0f}"])
+    what = 'GPU memory allocated' if cuda else 'resident memory of the process'
+    table(f"prefill in chunks of {prefill_chunk} (one run each, each in a fresh process; peak {what})",
+          ['tokens', 'layers', 'seconds', 'tokens/s', 'peak MiB', 'above model MiB'], rows)
+
+# -----------------------------------------------------------------------------
+if 'decode' in wanted or 'recompute' in wanted:
+    n_bytes = 256 * 2 ** 20
+    src, dst = torch.empty(n_bytes // 4, device=dev), torch.empty(n_bytes // 4, device=dev)
+    copy_s = min(timed(lambda: dst.copy_(src)) for _ in range(6))
+    bandwidth = 2 * n_bytes / copy_s  # bytes read + written per second (STREAM's convention for copy)
+    del src, dst
+    print(f"\ncopy bandwidth: {bandwidth / 1e9:.1f} GB/s (a {n_bytes // 2**20} MiB copy, read + write)")
+    models = {p: model_for(p).eval().to(ptdtype) for p in patterns}
+    weight_bytes = {p: sum(t.numel() * t.element_size() for t in m.parameters()) for p, m in models.items()}
+    results['decode'] = dict(bandwidth=bandwidth, rows=[])
+    rows = []
+
+    def filled_cache(model, L):
+        """A KV cache holding L positions of random keys and values, as a prefill would leave it."""
+        cache = model.new_cache(1, L + decode_tokens + 1, ptdtype, dev)
+        for c in cache:
+            kv = torch.randn(1, c.k.size(1), L, c.k.size(3), device=dev, dtype=ptdtype)
+            c.update(kv, kv)
+        return cache
+
+    @torch.no_grad()
+    def decode(model, cache, n):
+        tok = torch.zeros(1, 1, dtype=torch.long, device=dev)
+        for _ in range(n):
+            tok = model.lm_head(model.hidden(tok, cache)[:, -1]).argmax(-1, keepdim=True)
+
+    if 'decode' in wanted:
+        for L in decode_lengths:
+            caches = {p: filled_cache(models[p], L) for p in patterns}
+            dt = alternate({p: (lambda p=p: decode(models[p], caches[p], decode_tokens)) for p in patterns}, reps)
+            for p in patterns:
+                kv = sum(c.nbytes() for c in caches[p])
+                kv_read = sum(c.nbytes() * min(c.seen, c.pos.numel()) / c.pos.numel() for c in caches[p])
+                bound = (weight_bytes[p] + kv_read) / bandwidth
+                ms = dt[p] / decode_tokens
+                results['decode']['rows'].append(dict(T=L, pattern=p, ms_per_token=1e3 * ms, kv_bytes=kv,
+                                                      bound_ms=1e3 * bound))
+                rows.append([L, p, f"{1e3 * ms:.1f}", f"{kv / 2**20:,.1f}", f"{1e3 * bound:.1f}", f"{ms / bound:.1f}x"])
+            del caches
+        ideal = {}
+        for L in decode_lengths:
+            kv = {r['pattern']: r['kv_bytes'] for r in results['decode']['rows'] if r['T'] == L}
+            a, b = patterns[0], patterns[-1]
+            kinds = GPTConfig(n_layer=n_layer, n_head=n_head, layer_pattern=a).layer_kinds()
+            ideal[L] = sum(min(sliding_window, L) / L if k == 'S' else 1 for k in kinds) / n_layer
+            rows.append(['', f"{a}/{b}", f"KV {kv[a] / kv[b]:.3f}", f"ideal {ideal[L]:.3f}", '', f"{kv[a] / kv[b] / ideal[L]:.3f}x"])
+        results['decode']['kv_ideal_ratio'] = ideal
+        table(f"decode through the KV cache ({decode_tokens} tokens at each context, median of {reps}; bound: weights "
+              f"{weight_bytes[patterns[0]] / 2**20:,.0f} MiB + cache read at {bandwidth / 1e9:.1f} GB/s)",
+              ['context', 'layers', 'ms/token', 'KV MiB', 'bound ms', 'over bound'], rows)
+
+    if 'recompute' in wanted:
+        rows, results['recompute'] = [], []
+
+        @torch.no_grad()
+        def recompute(model, idx):
+            return model.lm_head(model.hidden(idx)[:, -1]).argmax(-1)  # the whole context again, for one token
+        for L in recompute_lengths:
+            idx = torch.randint(0, 50257, (1, L), device=dev)
+            dt = alternate({p: (lambda p=p: recompute(models[p], idx)) for p in patterns}, 1 if L > 4096 else reps)
+            cached = {r['pattern']: r['ms_per_token'] for r in results.get('decode', {}).get('rows', []) if r['T'] == L}
+            for p in patterns:
+                results['recompute'].append(dict(T=L, pattern=p, ms_per_token=1e3 * dt[p]))
+                rows.append([L, p, f"{1e3 * dt[p]:,.0f}"] + ([f"{cached[p]:.1f}", f"{1e3 * dt[p] / cached[p]:,.0f}x"]
+                                                           if p in cached else ['', '']))
+        table("decode without a cache: the whole context recomputed for each token",
+              ['context', 'layers', 'ms/token', 'cached ms/token', 'cache speed-up'], rows)
+
+results['seconds'] = time.time() - t_start
+write_atomic(out, lambda tmp: json.dump(results, open(tmp, 'w'), indent=1))
+print(f"\nwrote {out} ({results['seconds'] / 60:.1f} minutes)")
+
+if plot:
+    try:
+        import matplotlib
+        matplotlib.use('Agg')
+        import matplotlib.pyplot as plt
+    except ImportError:
+        sys.exit(0)
+    fig, axes = plt.subplots(2, 3, figsize=(12, 6.4))
+
+    def panel(ax, series, title, xlabel, ylabel):
+        for label, xs, ys in series:
+            ax.plot(xs, ys, marker='o', label=label)
+        ax.set_xscale('log', base=2)
+        ax.set_yscale('log')
+        ax.set(title=title, xlabel=xlabel, ylabel=ylabel)
+        ax.legend(fontsize=7)
+
+    def series(rows, field, scale=1.0):
+        return [(p, [r['T'] for r in rows if r['pattern'] == p], [r[field] * scale for r in rows if r['pattern'] == p])
+                for p in patterns]
+
+    if 'attention' in results:
+        rs = [r for r in results['attention'] if r['backward']]
+        panel(axes[0][0], [(f"'S' (window {sliding_window})", [r['T'] for r in rs], [r['S'] for r in rs]),
+                           ('full causal', [r['T'] for r in rs], [r['full'] for r in rs])],
+              'one attention layer, forward+backward', 'T (tokens)', 'seconds')
+    if 'prefill' in results:
+        panel(axes[0][1], series(results['prefill'], 'seconds'), 'prefill time', 'prompt (tokens)', 'seconds')
+        panel(axes[0][2], series(results['prefill'], 'peak_bytes', 2 ** -30), 'prefill peak memory', 'prompt (tokens)', 'GiB')
+    if results.get('decode', {}).get('rows'):
+        panel(axes[1][0], series(results['decode']['rows'], 'ms_per_token'), 'decode with the KV cache',
+              'context (tokens)', 'ms per token')
+        panel(axes[1][1], series(results['decode']['rows'], 'kv_bytes', 2 ** -20), 'KV cache', 'context (tokens)', 'MiB')
+    if 'recompute' in results:
+        panel(axes[1][2], series(results['recompute'], 'ms_per_token'), 'decode without a cache (recomputation)',
+              'context (tokens)', 'ms per token')
+    fig.suptitle(f"{patterns[0]} vs {patterns[-1]}, {n_layer} layers x {n_embd}: {name}, {machine['date']}", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(plot, dpi=80)
+    plt.close(fig)
+    print(f"wrote {plot}")
