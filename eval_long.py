@@ -21,6 +21,7 @@ Every prompt goes through the KV cache with chunked prefill, so a 32k-token eval
 memory; prompts are drawn from a numpy Generator seeded with --seed, so every run sees the same ones.
 """
 
+import copy
 import json
 import math
 import os
@@ -237,22 +238,50 @@ def held_out_text(dataset):
     return np.fromfile(os.path.join(DATA, dataset, 'val.bin'), dtype=np.uint16).astype(np.int64)
 
 
-def grid(model, enc, task, hays, lengths, depths, samples, rng, prefill_chunk, exact=False, desc=''):
-    """Mean score of `samples` prompts in every (length, depth) cell: {length: {depth: score}}."""
-    out = {}
+@torch.no_grad()
+def answer_gain(model, enc, prompt, value, rng, prefill_chunk):
+    """Retrieval gain in nats: how much likelier the model finds the needle's value than another number
+    with as many digits, right after the prompt: NLL(other) - NLL(value), both teacher-forced. About 0
+    when the needle is not used, positive when it is: finer than exact match, for models too small or
+    too briefly trained to answer outright."""
+    other = value
+    while other == value:
+        other = str(rng.integers(10 ** (len(value) - 1), 10 ** len(value)))
+    x = torch.as_tensor(prompt[None], device=model.lm_head.weight.device)
+    cache = model.new_cache(1, len(prompt) + 16, model.lm_head.weight.dtype, x.device)
+    for chunk in x.split(prefill_chunk, dim=1):
+        h = model.hidden(chunk, cache)
+    nll = []
+    for v, c in ((value, copy.deepcopy(cache)), (other, cache)):  # both continue the same prefilled prompt
+        ans = torch.tensor([enc.encode_ordinary(' ' + v)], device=x.device)
+        hs = torch.cat([h[:, -1:], model.hidden(ans[:, :-1], c)], dim=1)  # the states that predict each answer token
+        nll.append(F.cross_entropy(model.lm_head(hs)[0].float(), ans[0], reduction='sum').item())
+    return nll[1] - nll[0]
+
+
+def grid(model, enc, task, hays, lengths, depths, samples, rng, prefill_chunk, exact=False, gain=False, desc=''):
+    """Mean score of `samples` prompts in every (length, depth) cell, {length: {depth: score}}, and with
+    gain=True the mean retrieval gain of the same prompts in the same form (else None)."""
+    scores, gains = {}, {} if gain else None
     with tqdm(total=len(lengths) * len(depths), desc=desc, disable=None, leave=False) as bar:
         for L in lengths:
-            out[L] = {}
+            scores[L] = {}
+            if gain:
+                gains[L] = {}
             for d in depths:
                 bar.update(1)
                 try:
                     made = [task(enc, hays, L, d, rng) for _ in range(samples)]
                 except ValueError:  # the task's needles and question do not fit in L tokens
-                    out[L][d] = None
+                    scores[L][d] = None
+                    if gain:
+                        gains[L][d] = None
                     continue
                 texts = greedy(model, enc, [m[0] for m in made], made[0][3], prefill_chunk)
-                out[L][d] = float(np.mean([score(t, m[1], exact) for t, m in zip(texts, made)]))
-    return out
+                scores[L][d] = float(np.mean([score(t, m[1], exact) for t, m in zip(texts, made)]))
+                if gain:
+                    gains[L][d] = float(np.mean([answer_gain(model, enc, m[0], m[1][0], rng, prefill_chunk) for m in made]))
+    return scores, gains
 
 
 def mean(values):
@@ -323,6 +352,7 @@ if __name__ == '__main__':
     lengths = ()              # prompt lengths in tokens (--lengths=512,2048); () = 0.5, 1, 2, 4 and 8 x the training length
     depths = (0.0, 0.25, 0.5, 0.75, 1.0)  # where the needle sits: 0 = the start of the context, 1 = the end
     samples = 4               # prompts per grid cell, and per RULER task and length
+    gain = True               # also the retrieval gain (answer log-likelihoods) of passkey and niah prompts
     ppl_windows = 16          # windows of held-out text for the loss by position
     ppl_buckets = 16          # position buckets of the loss-by-position curve (log-spaced)
     short_batches = 8         # sequences of the training length for the short-context loss
@@ -359,15 +389,19 @@ if __name__ == '__main__':
     results = dict(out_dir=out_dir, block_size=T, lengths=L_list, depths=D_list, samples=samples, seed=seed)
 
     if 'passkey' in wanted:
-        results['passkey'] = grid(model, enc, task_passkey, hays, L_list, D_list, samples, rng, prefill_chunk,
-                                  exact=True, desc='passkey')
+        results['passkey'], results['passkey_gain'] = grid(model, enc, task_passkey, hays, L_list, D_list, samples, rng,
+                                                           prefill_chunk, exact=True, gain=gain, desc='passkey')
         print_grid('passkey retrieval, exact match', results['passkey'])
     if 'niah' in wanted:
-        results['niah'] = grid(model, enc, task_niah, hays, L_list, D_list, samples, rng, prefill_chunk, desc='niah')
+        results['niah'], results['niah_gain'] = grid(model, enc, task_niah, hays, L_list, D_list, samples, rng,
+                                                     prefill_chunk, gain=gain, desc='niah')
         print_grid('needle in a haystack (held-out text), substring match', results['niah'])
+    for task in ('passkey', 'niah'):
+        if results.get(f'{task}_gain'):
+            print_grid(f'{task}: retrieval gain, NLL(another number) - NLL(the needle\'s), nats', results[f'{task}_gain'])
     if 'ruler' in wanted:  # needles at random depths: one column per length
         results['ruler'] = {name: {L: row[0.5] for L, row in grid(model, enc, fn, hays, L_list, [0.5], samples, rng,
-                                                                  prefill_chunk, desc=name).items()}
+                                                                  prefill_chunk, desc=name)[0].items()}
                             for name, fn in RULER_TASKS.items()}
         print(f"\nRULER-style tasks, fraction of references found (rows: task; columns: context length; - = does not fit)")
         print(f"{'task':>10} " + ' '.join(f"{L:>7}" for L in L_list))

@@ -84,9 +84,27 @@ def noise_model(model, enc, prompts, max_new_tokens, prefill_chunk):
 def test_a_copying_model_scores_one_and_noise_zero(task, hays, monkeypatch):
     for fake, expected in [(copying_model, 1.0), (noise_model, 0.0)]:
         monkeypatch.setattr(eval_long, 'greedy', fake)
-        table = grid(None, ENC, task, hays, [300, 600], [0.0, 0.5, 1.0], 3, np.random.default_rng(2), 64,
-                     exact=task is task_passkey)
+        table, _ = grid(None, ENC, task, hays, [300, 600], [0.0, 0.5, 1.0], 3, np.random.default_rng(2), 64,
+                        exact=task is task_passkey)
         assert all(v == expected for row in table.values() for v in row.values())
+
+
+def test_answer_gain_equals_full_forward(hays):
+    """The gain from one prefill and two cached continuations equals the NLL difference of the two whole
+    sequences through the plain forward pass."""
+    model = tiny_model('SN', window=16)
+    tokens, [value], _, _ = task_niah(ENC, hays, 200, 0.5, np.random.default_rng(6))
+    gain = eval_long.answer_gain(model, ENC, tokens, value, np.random.default_rng(7), prefill_chunk=64)
+    rng, other = np.random.default_rng(7), value
+    while other == value:
+        other = str(rng.integers(10 ** (len(value) - 1), 10 ** len(value)))
+
+    def nll(v):
+        ans = ENC.encode_ordinary(' ' + v)
+        logits, _ = model(torch.tensor([tokens.tolist() + ans]))
+        return torch.nn.functional.cross_entropy(logits[0, len(tokens) - 1:-1], torch.tensor(ans), reduction='sum').item()
+    assert gain == pytest.approx(nll(other) - nll(value), abs=1e-3)
+    assert gain != 0
 
 
 def tiny_model(pattern, window=16, seed=0):
@@ -140,6 +158,7 @@ def test_eval_and_analysis_run_end_to_end(dataset, tmp_path):
     for task in ('passkey', 'niah'):
         assert all(0 <= v <= 1 for row in results[task].values() for v in row.values())
     assert results['ruler']['vt']['128'] is None  # too short for five variables and the question: shown as '-'
+    assert all(isinstance(v, float) for row in results['niah_gain'].values() for v in row.values())
     assert 10 < results['short_val_loss'] < 11.5  # an untrained model: about ln(50257) = 10.8
     p = run('python', 'analyze_attention.py', f'--out_dir={tmp_path}', '--lengths=200', '--samples=2', '--plots=False')
     layers = json.load(open(tmp_path / 'attention.json'))['results']['200']['layers']
