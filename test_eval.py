@@ -191,3 +191,15 @@ def test_attention_analysis_of_one_hot_attention(target, hays, monkeypatch):
     for lo, hi, v in layer['distance']:
         hit = target == 'needle' and lo <= T - 1 - key and q_start - key < hi  # the rows' distances to the key
         assert (v > 0) == hit, (lo, hi, v)
+
+
+def test_reproduce_trains_evaluates_and_tabulates(dataset, tmp_path):
+    args = ['python', 'reproduce.py', '--variants=rnope_swa', '--max_iters=2', f'--dataset={DATASET}',
+            f'--out_root={tmp_path}/out', f'--results={tmp_path}/results', '--eval_samples=1', '--eval_lengths=128,256,512']
+    p = run(*args)
+    table = open(tmp_path / 'results' / 'results.md').read()
+    assert '| rnope_swa | `SSSN` |' in table
+    assert 'train.py' in p.stdout and 'eval_long.py' in p.stdout and 'analyze_attention.py' in p.stdout
+    p = run(*args)  # everything is done already: nothing is trained or evaluated again
+    assert 'train.py' not in p.stdout and 'eval_long.py' not in p.stdout
+    assert open(tmp_path / 'results' / 'results.md').read() == table
