@@ -1,6 +1,6 @@
 """
 Speed and memory of the hybrid ('SSSN') against a full-attention RoPE model ('R') of the same size,
-side by side in one run. Prints tables and writes bench.json and bench.png (with matplotlib):
+side by side in one run. Prints tables and writes results/bench.json and results/bench.png (with matplotlib):
 
     python bench.py                                  # about 10 minutes on 2 CPU cores
     python bench.py --sections=decode,recompute      # some sections only
@@ -34,7 +34,7 @@ from contextlib import nullcontext
 import torch
 
 from configurator import configure, fail
-from model import GPT, GPTConfig, keep_freed_memory, matmul_peak_flops, attend
+from model import GPT, GPTConfig, attend, keep_freed_memory, matmul_peak_flops
 from prepare_data import write_atomic
 
 # the model: hybrid_long's size by default
@@ -58,8 +58,8 @@ recompute_lengths = (1024, 8192)
 reps = 3
 device = 'auto'
 dtype = 'float32'
-out = 'bench.json'
-plot = 'bench.png'                 # '' = no plot
+out = 'results/bench.json'
+plot = 'results/bench.png'         # '' = no plot
 worker = ''                        # internal: 'prefill:PATTERN:LENGTH' runs one prefill and prints its JSON
 configure(globals())
 
@@ -67,10 +67,10 @@ if device == 'auto':
     device = 'cuda' if torch.cuda.is_available() else 'cpu'
 if device.startswith('cuda') and not torch.cuda.is_available():
     fail(f"device={device!r} but this machine has no CUDA GPU: use --device=cpu")
+if dtype not in ('float32', 'bfloat16', 'float16'):
+    fail(f"dtype={dtype!r} must be 'float32', 'bfloat16' or 'float16'")
 dev, ptdtype = torch.device(device), getattr(torch, dtype)
 cuda = dev.type == 'cuda'
-if not cuda:
-    keep_freed_memory()  # as train.py does
 
 
 def model_for(pattern, block_size=2048):
@@ -140,6 +140,8 @@ if worker:
     print(json.dumps(dict(seconds=seconds, peak_bytes=peak_memory(), base_bytes=base)))
     sys.exit(0)
 
+if not cuda:
+    keep_freed_memory()  # as train.py does (not in the prefill processes above: sample.py does not either)
 wanted = [s for s in sections.split(',') if s]
 if not wanted or set(wanted) - {'train', 'attention', 'prefill', 'decode', 'recompute'}:
     fail(f"sections={sections!r}: choose from train,attention,prefill,decode,recompute (comma-separated)")
@@ -317,6 +319,7 @@ if 'decode' in wanted or 'recompute' in wanted:
               ['context', 'layers', 'ms/token', 'cached ms/token', 'cache speed-up'], rows)
 
 results['seconds'] = time.time() - t_start
+os.makedirs(os.path.dirname(out) or '.', exist_ok=True)
 write_atomic(out, lambda tmp: json.dump(results, open(tmp, 'w'), indent=1))
 print(f"\nwrote {out} ({results['seconds'] / 60:.1f} minutes)")
 

@@ -38,8 +38,9 @@ from model import GPT, GPTConfig
 from prepare_data import DATA, KEY_WORDS, TEMPLATES, get_tokenizer, write_atomic
 
 # -----------------------------------------------------------------------------
-# The task generators. Each returns (prompt tokens of exactly `length`, reference strings, max new tokens).
-# A prompt is: a haystack of filler tokens with needles inserted at sentence boundaries, then a question.
+# The task generators. Each takes (enc, haystacks, length, depth, rng) and returns the prompt tokens
+# (exactly `length`), the reference strings, the (start, end) span of each needle, and how many new
+# tokens to generate. A prompt is a haystack of filler with needles at sentence boundaries, then a question.
 
 PASSKEY_INTRO = ("There is an important info hidden inside a lot of irrelevant text. Find it and memorize them. "
                  "I will quiz you about the important information there.\n")
