@@ -120,28 +120,30 @@ def reference_attention(q, k, v, mask):
 
 def sliding_window_blocked(q, k, v, window):
     """Exact causal sliding-window attention in O(T * W), with no T x T mask.
-    Cut the sequence into blocks of W queries. Block b's queries (positions bW..bW+W-1)
-    can only see keys in block b and block b-1, so each block attends to 2W keys
-    through SDPA with one small (W, 2W) mask shared by all blocks.
+    Cut the queries into blocks of Bq = W/4 (at least 16): block b's queries, positions
+    bBq .. bBq+Bq-1, can only see keys from bBq-W+1 to bBq+Bq-1, so each block attends to
+    the W + Bq keys ending with it, through SDPA with one small (Bq, W + Bq) mask. Smaller query
+    blocks waste less: a block scores W + Bq keys per query where W are needed on average
+    (blocks of W would score 2W).
     q (B, nh, T, hd), k and v (B, nkv, T, hd) -> (B, nh, T, hd)."""
     B, nh, T, hd = q.shape
     W = window
-    nb = -(-T // W)      # number of blocks, rounding up
-    pad = nb * W - T     # pad the end so T divides into blocks; padded keys lie in every real query's future
+    Bq = min(W, max(16, W // 4))
+    nb = -(-T // Bq)     # number of query blocks, rounding up
+    pad = nb * Bq - T    # pad the end so T divides into blocks; padded keys lie in every real query's future
     q, k, v = (F.pad(t, (0, 0, 0, pad)) for t in (q, k, v))
-    k, v = (F.pad(t, (0, 0, W, 0)) for t in (k, v))  # W empty keys in front: "block -1" for block 0
+    k, v = (F.pad(t, (0, 0, W, 0)) for t in (k, v))  # W empty keys in front, for the first blocks
     # fold the blocks into the batch: SDPA's fused CPU kernel takes 4-D inputs (the math fallback is 2x slower)
-    qb = q.view(B, nh, nb, W, hd).transpose(1, 2).reshape(B * nb, nh, W, hd)
-    kb, vb = (t.view(B, -1, nb + 1, W, hd).transpose(1, 2) for t in (k, v))  # (B, nb+1, nkv, W, hd)
-    kb, vb = (torch.cat([t[:, :-1], t[:, 1:]], dim=3).flatten(0, 1) for t in (kb, vb))  # (B*nb, nkv, 2W, hd): previous + own block
-    # local query a (position bW + a) sees local key c (position (b-1)W + c) when a < c <= a + W
-    a = torch.arange(W, device=q.device)[:, None]
-    c = torch.arange(2 * W, device=q.device)[None, :]
-    mask = (c > a) & (c <= a + W)                     # (W, 2W), the same for every block...
-    mask = mask.expand(nb, 1, W, 2 * W).clone()
-    mask[0, :, :, :W] = False                         # ...except that block 0 has no previous block
-    y = F.scaled_dot_product_attention(qb, kb, vb, attn_mask=mask.repeat(B, 1, 1, 1), enable_gqa=True)  # (B*nb, nh, W, hd)
-    return y.view(B, nb, nh, W, hd).transpose(1, 2).reshape(B, nh, nb * W, hd)[:, :, :T]
+    qb = q.view(B, nh, nb, Bq, hd).transpose(1, 2).reshape(B * nb, nh, Bq, hd)
+    kb, vb = (t.unfold(2, W + Bq, Bq).permute(0, 2, 1, 4, 3).reshape(B * nb, -1, W + Bq, hd) for t in (k, v))
+    # local query a (position bBq + a) sees local key c (position bBq - W + c) when a < c <= a + W,
+    # and only keys at positions >= 0 (the first W // Bq blocks reach into the empty front)
+    a = torch.arange(Bq, device=q.device)[:, None]
+    c = torch.arange(W + Bq, device=q.device)[None, :]
+    b = torch.arange(nb, device=q.device)[:, None, None, None]
+    mask = (c > a) & (c <= a + W) & (b * Bq - W + c >= 0)  # (nb, 1, Bq, W + Bq)
+    y = F.scaled_dot_product_attention(qb, kb, vb, attn_mask=mask.repeat(B, 1, 1, 1), enable_gqa=True)
+    return y.view(B, nb, nh, Bq, hd).transpose(1, 2).reshape(B, nh, nb * Bq, hd)[:, :, :T]
 
 
 @lru_cache(maxsize=16)
