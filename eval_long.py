@@ -356,7 +356,7 @@ if __name__ == '__main__':
     gain = True               # also the retrieval gain (answer log-likelihoods) of passkey and niah prompts
     ppl_windows = 16          # windows of held-out text for the loss by position
     ppl_buckets = 16          # position buckets of the loss-by-position curve (log-spaced)
-    short_batches = 8         # sequences of the training length for the short-context loss
+    short_windows = 64        # windows of the training length for the short-context loss
     dataset = ''              # held-out documents for niah/ppl/short; '' = the checkpoint's dataset
     seed = 1234
     device = 'auto'
@@ -379,7 +379,7 @@ if __name__ == '__main__':
     enc = get_tokenizer(checkpoint['tokenizer'])
     if not os.path.exists(os.path.join(DATA, dataset, 'meta.json')):
         fail(f"dataset {dataset!r} not found in {DATA}: run python prepare_data.py (it makes data/shakespeare)")
-    rng = np.random.default_rng(seed)
+    rng = lambda: np.random.default_rng(seed)  # each task its own generator: its prompts do not depend on the others
     hays = dict(grass=Haystack(enc, enc.encode_ordinary(PASSKEY_FILLER * (max(L_list) // 4 + 100))),
                 text=Haystack(enc, held_out_text(dataset)))
     if len(hays['text'].tokens) <= max(L_list) + 1:
@@ -390,18 +390,18 @@ if __name__ == '__main__':
     results = dict(out_dir=out_dir, block_size=T, lengths=L_list, depths=D_list, samples=samples, seed=seed)
 
     if 'passkey' in wanted:
-        results['passkey'], results['passkey_gain'] = grid(model, enc, task_passkey, hays, L_list, D_list, samples, rng,
+        results['passkey'], results['passkey_gain'] = grid(model, enc, task_passkey, hays, L_list, D_list, samples, rng(),
                                                            prefill_chunk, exact=True, gain=gain, desc='passkey')
         print_grid('passkey retrieval, exact match', results['passkey'])
     if 'niah' in wanted:
-        results['niah'], results['niah_gain'] = grid(model, enc, task_niah, hays, L_list, D_list, samples, rng,
+        results['niah'], results['niah_gain'] = grid(model, enc, task_niah, hays, L_list, D_list, samples, rng(),
                                                      prefill_chunk, gain=gain, desc='niah')
         print_grid('needle in a haystack (held-out text), substring match', results['niah'])
     for task in ('passkey', 'niah'):
         if results.get(f'{task}_gain'):
             print_grid(f'{task}: retrieval gain, NLL(another number) - NLL(the needle\'s), nats', results[f'{task}_gain'])
     if 'ruler' in wanted:  # needles at random depths: one column per length
-        results['ruler'] = {name: {L: row[0.5] for L, row in grid(model, enc, fn, hays, L_list, [0.5], samples, rng,
+        results['ruler'] = {name: {L: row[0.5] for L, row in grid(model, enc, fn, hays, L_list, [0.5], samples, rng(),
                                                                   prefill_chunk, desc=name)[0].items()}
                             for name, fn in RULER_TASKS.items()}
         print(f"\nRULER-style tasks, fraction of references found (rows: task; columns: context length; - = does not fit)")
@@ -414,7 +414,7 @@ if __name__ == '__main__':
         # is the loss with p tokens of context. A causal model's loss at p does not depend on later
         # tokens, so one pass over the longest length gives every shorter length's mean too.
         val, Lmax = hays['text'].tokens, max(L_list)
-        x = torch.as_tensor(np.stack([val[s:s + Lmax + 1] for s in rng.integers(0, len(val) - Lmax, ppl_windows)]),
+        x = torch.as_tensor(np.stack([val[s:s + Lmax + 1] for s in rng().integers(0, len(val) - Lmax, ppl_windows)]),
                             device=device)
         losses = torch.cat([token_losses(model, row[None], prefill_chunk)
                             for row in tqdm(x, desc='ppl', disable=None, leave=False)]).mean(0)
@@ -427,9 +427,10 @@ if __name__ == '__main__':
         print('   by position: ' + ', '.join(f"[{a},{b}) {v:.2f}" for a, b, v in results['ppl']['buckets']))
     if 'short' in wanted:
         val = hays['text'].tokens
-        starts = rng.integers(0, len(val) - T - 1, short_batches)
+        starts = rng().integers(0, len(val) - T - 1, short_windows)
         x = torch.as_tensor(np.stack([val[s:s + T + 1] for s in starts]), device=device)
-        results['short_val_loss'] = token_losses(model, x, prefill_chunk).mean().item()
+        rows = max(1, 4096 // min(T, prefill_chunk))  # windows per pass: logits of at most 4096 tokens at a time
+        results['short_val_loss'] = torch.cat([token_losses(model, b, prefill_chunk) for b in x.split(rows)]).mean().item()
         print(f"\nshort context: validation loss at the training length {T}: {results['short_val_loss']:.4f}")
 
     path = os.path.join(out_dir, 'eval_long.json')
