@@ -47,7 +47,7 @@ patterns = ('SSSN', 'R')           # the hybrid and its full-attention twin
 # what to measure
 sections = 'train,attention,prefill,decode,recompute'
 train_lengths = (512, 2048, 8192)
-train_tokens = 4096                # tokens per training step (batch = train_tokens // T)
+train_tokens = 2048                # tokens per training step (batch = train_tokens // T, at least 1)
 attn_lengths = (1024, 4096, 16384)
 attn_forward_length = 65536        # forward only, at this length
 prefill_lengths = (4096, 16384, 32768)
@@ -55,7 +55,7 @@ prefill_chunk = 1024
 decode_lengths = (1024, 8192, 32768)
 decode_tokens = 16                 # tokens timed per decode measurement
 recompute_lengths = (1024, 8192)
-reps = 3
+reps = 3                           # runs per measurement (median); the longest runs once
 device = 'auto'
 dtype = 'float32'
 out = 'results/bench.json'
@@ -94,10 +94,8 @@ def timed(fn):
 
 
 def alternate(fns, n):
-    """{name: median seconds} of n runs of each fn, taken in turn (A B A B ...), after one warm-up each
-    when n > 1 (a single run is kept for measurements long enough that a warm-up changes nothing)."""
-    for fn in fns.values() if n > 1 else []:
-        fn()
+    """{name: median seconds} of n runs of each fn, taken in turn (A B A B ...). No warm-up run: with
+    n >= 3 the median drops a slow first run, and n = 1 is kept for runs so long that it does not matter."""
     times = {name: [] for name in fns}
     for _ in range(n):
         for name, fn in fns.items():
@@ -251,8 +249,8 @@ if 'prefill' in wanted:
 
 # -----------------------------------------------------------------------------
 if 'decode' in wanted or 'recompute' in wanted:
-    n_bytes = 256 * 2 ** 20
-    src, dst = torch.empty(n_bytes // 4, device=dev), torch.empty(n_bytes // 4, device=dev)
+    n_bytes = 256 * 2 ** 20  # initialised: copying never-touched memory reads the zero page and looks faster
+    src, dst = torch.randn(n_bytes // 4, device=dev), torch.randn(n_bytes // 4, device=dev)
     copy_s = min(timed(lambda: dst.copy_(src)) for _ in range(6))
     bandwidth = 2 * n_bytes / copy_s  # bytes read + written per second (STREAM's convention for copy)
     del src, dst
@@ -270,11 +268,9 @@ if 'decode' in wanted or 'recompute' in wanted:
             c.update(kv, kv)
         return cache
 
-    @torch.no_grad()
     def decode(model, cache, n):
-        tok = torch.zeros(1, 1, dtype=torch.long, device=dev)
-        for _ in range(n):
-            tok = model.lm_head(model.hidden(tok, cache)[:, -1]).argmax(-1, keepdim=True)
+        for _ in model.stream(torch.zeros(1, 1, dtype=torch.long, device=dev), n, temperature=0, cache=cache):
+            pass  # greedy decoding through the cache, as sample.py runs it
 
     if 'decode' in wanted:
         for L in decode_lengths:

@@ -405,12 +405,16 @@ class GPT(nn.Module):
         per step through the KV cache. temperature=0 means greedy (argmax)."""
         if cache is None:
             cache = self.new_cache(idx.size(0), idx.size(1) + max_new_tokens, self.lm_head.weight.dtype, idx.device)
+        # Each token reads the whole (vocab, C) output matrix. On the CPU a one-row matmul reads it twice
+        # as fast laid out (C, vocab), so keep a transposed copy while generating (a view on GPUs).
+        head = self.lm_head.weight.t()
+        head = head.contiguous() if head.device.type == 'cpu' else head
         for chunk in idx.split(prefill_chunk, dim=1):
             h = self.hidden(chunk, cache)
         for i in range(max_new_tokens):
             if i > 0:
                 h = self.hidden(idx_next, cache)   # (B, 1, C): one new position through every layer
-            logits = self.lm_head(h[:, -1, :]).float()  # (B, vocab): only the last position is needed
+            logits = (h[:, -1, :] @ head).float()  # (B, vocab): only the last position is needed
             if temperature == 0:
                 idx_next = logits.argmax(dim=-1, keepdim=True)
             else:

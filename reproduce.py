@@ -158,18 +158,25 @@ except ImportError:
     print(f"wrote {results}/results.md (pip install matplotlib for the plots)")
     sys.exit(0)
 
-# needle in a haystack: one heat map per variant
-fig, axes = plt.subplots(1, len(chosen), figsize=(2.6 * len(chosen) + 0.6, 2.8), squeeze=False, sharey=True)
-for ax, n in zip(axes[0], chosen):
-    grid = ev[n]['niah']
-    lengths, depths = list(grid), list(next(iter(grid.values())))
-    ax.imshow([[np.nan if grid[L][d] is None else grid[L][d] for d in depths] for L in lengths],
-              vmin=0, vmax=1, cmap='RdYlGn', aspect='auto')
-    ax.set_xticks(range(len(depths)), [f"{float(d):g}" for d in depths], fontsize=7)
-    ax.set_yticks(range(len(lengths)), [f"{int(L):,}" for L in lengths], fontsize=7)
-    ax.set_title(n, fontsize=9)
-    ax.set_xlabel('needle depth', fontsize=8)
-axes[0][0].set_ylabel('context (tokens)', fontsize=8)
+# needle in a haystack: per variant, exact match (top) and retrieval gain (bottom) over lengths x depths
+fig, axes = plt.subplots(2, len(chosen), figsize=(2.6 * len(chosen) + 0.6, 5.2), squeeze=False, sharey=True)
+for col, n in enumerate(chosen):
+    for row, (key, vmin, vmax, cmap, label) in enumerate([('niah', 0, 1, 'RdYlGn', 'exact match'),
+                                                          ('niah_gain', -3, 3, 'RdBu', 'gain, nats')]):
+        grid, ax = ev[n][key], axes[row][col]
+        lengths, depths = list(grid), list(next(iter(grid.values())))
+        ax.imshow([[np.nan if grid[L][d] is None else grid[L][d] for d in depths] for L in lengths],
+                  vmin=vmin, vmax=vmax, cmap=cmap, aspect='auto')
+        for i, L in enumerate(lengths):
+            for j, d in enumerate(depths):
+                ax.text(j, i, '-' if grid[L][d] is None else f"{grid[L][d]:.1f}", ha='center', va='center', fontsize=6)
+        ax.set_xticks(range(len(depths)), [f"{float(d):g}" for d in depths], fontsize=7)
+        ax.set_yticks(range(len(lengths)), [f"{int(L):,}" for L in lengths], fontsize=7)
+        ax.set_title(f"{n}: {label}", fontsize=8)
+        if row == 1:
+            ax.set_xlabel('needle depth', fontsize=8)
+    axes[0][0].set_ylabel('context (tokens)', fontsize=8)
+    axes[1][0].set_ylabel('context (tokens)', fontsize=8)
 fig.suptitle(f"needle in a haystack, trained at {T} tokens", fontsize=9)
 fig.tight_layout()
 fig.savefig(os.path.join(results, 'niah.png'), dpi=80)
