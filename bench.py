@@ -47,7 +47,7 @@ patterns = ('SSSN', 'R')           # the hybrid and its full-attention twin
 # what to measure
 sections = 'train,attention,prefill,decode,recompute'
 train_lengths = (512, 2048, 8192)
-train_tokens = 2048                # tokens per training step (batch = train_tokens // T, at least 1)
+train_tokens = 4096                # tokens per training step (batch = train_tokens // T, at least 1)
 attn_lengths = (1024, 4096, 16384)
 attn_forward_length = 65536        # forward only, at this length
 prefill_lengths = (4096, 16384, 32768)
@@ -55,7 +55,7 @@ prefill_chunk = 1024
 decode_lengths = (1024, 8192, 32768)
 decode_tokens = 16                 # tokens timed per decode measurement
 recompute_lengths = (1024, 8192)
-reps = 3                           # runs per measurement (median); the longest runs once
+reps = 3                           # runs per measurement (median), after a warm-up; the longest run once
 device = 'auto'
 dtype = 'float32'
 out = 'results/bench.json'
@@ -94,8 +94,11 @@ def timed(fn):
 
 
 def alternate(fns, n):
-    """{name: median seconds} of n runs of each fn, taken in turn (A B A B ...). No warm-up run: with
-    n >= 3 the median drops a slow first run, and n = 1 is kept for runs so long that it does not matter."""
+    """{name: median seconds} of n runs of each fn, taken in turn (A B A B ...) after one warm-up each.
+    Runs so long that a warm-up would not matter (n = 1, or a warm-up over 10 s) are timed once."""
+    if n > 1:
+        warm = [timed(fn) for fn in fns.values()]
+        n = n if max(warm) < 10 else 1
     times = {name: [] for name in fns}
     for _ in range(n):
         for name, fn in fns.items():
@@ -196,7 +199,7 @@ if 'train' in wanted:
                                                  flops_per_token=flops[p]))
         results['train'].setdefault('speedup', {})[T] = dict(predicted=predicted, measured=measured)
         del models, opts
-    table(f"training step, {train_tokens} tokens per step (median of {reps})",
+    table(f"training step, {train_tokens} tokens per step (median of {reps} after a warm-up; steps over 10 s: one)",
           ['T', 'layers', 'tokens/s', 'MFU', 'MFLOP/token', 'predicted speed-up', 'measured', 'measured/predicted'], rows)
 
 # -----------------------------------------------------------------------------
@@ -225,7 +228,7 @@ if 'attention' in wanted:
     for r0, r1 in zip(grow, grow[1:]):  # how the time grows with T: 4x for linear cost, 16x for quadratic
         rows.append([f"{r1['T']}/{r0['T']}", 'growth', f"x{r1['S'] / r0['S']:.2f}", f"x{r1['full'] / r0['full']:.2f}", ''])
     table(f"one attention layer ({n_head} heads, {n_kv_head} kv, head dim {hd}, window {sliding_window}; "
-          f"median of {reps}, 1 run at {attn_forward_length})", ['T', 'pass', "'S' ms", 'full ms', 'full / S'], rows)
+          f"median of {reps} after a warm-up; 1 run at {attn_forward_length})", ['T', 'pass', "'S' ms", 'full ms', 'full / S'], rows)
 
 # -----------------------------------------------------------------------------
 if 'prefill' in wanted:
