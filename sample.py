@@ -17,7 +17,7 @@ import time
 import torch
 
 from configurator import configure, fail
-from model import GPT, GPTConfig
+from eval_long import load_model
 from prepare_data import get_tokenizer
 
 out_dir = 'out-hybrid-long'
@@ -52,13 +52,7 @@ if start.startswith('FILE:'):
         start = f.read()
 if not start:
     fail("the prompt is empty: give --start=TEXT or --start=FILE:path to a non-empty file")
-ckpt_path = os.path.join(out_dir, 'ckpt.pt')
-if not os.path.exists(ckpt_path):
-    fail(f"no checkpoint at {ckpt_path}: train one (python train.py config/hybrid_long.py) or set --out_dir")
-checkpoint = torch.load(ckpt_path, map_location='cpu', weights_only=False)
-model = GPT(GPTConfig(**checkpoint['model_args']))
-model.load_state_dict(checkpoint['model'])
-model.eval().to(device=device, dtype=ptdtype)
+model, checkpoint = load_model(out_dir, device, ptdtype)
 block_size = checkpoint['model_args']['block_size']
 enc = get_tokenizer(checkpoint['tokenizer'])
 if compile:
