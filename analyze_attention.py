@@ -32,9 +32,10 @@ from configurator import configure, fail
 from eval_long import Haystack, NEEDLE, QUESTION, RULER_INTRO, have_matplotlib, haystack_prompt, held_out_text, \
     load_model, random_keys, random_number
 from model import visible
-from prepare_data import DATA, get_tokenizer, write_atomic
+from prepare_data import DATA, get_tokenizer, recall_batch, write_atomic
 
-SEGMENTS = ('begin', 'needle', 'context', 'question')
+SEGMENTS = ('begin', 'needle', 'context', 'question')                    # of a needle prompt's keys
+RECALL_SEGMENTS = ('begin', 'pair', 'other pairs', 'filler', 'query')  # of a recall sequence's keys, per query
 
 
 def needle_prompt(enc, hay, length, rng):
@@ -67,10 +68,10 @@ def layer_inputs(model, idx):
 def attention_rows(attn, x, rows, cos, sin):
     """Attention weights (B, nh, len(rows), T) of the query rows of one layer, with the layer's own
     projections, norms, RoPE (or none) and window: softmax(q k^T / sqrt(hd)) over visible keys."""
-    q, k, _ = attn.project(x, cos, sin)                                    # (B, nh, T, hd), (B, nkv, T, hd)
+    pos = torch.arange(x.size(1), device=x.device)
+    q, k, _ = attn.project(x, pos, cos, sin)                               # (B, nh, T, hd), (B, nkv, T, hd)
     q = q[:, :, rows].float()
     k = k.repeat_interleave(attn.n_head // attn.n_kv_head, dim=1).float()  # GQA: one k head per query group
-    pos = torch.arange(x.size(1), device=x.device)
     scores = q @ k.transpose(-2, -1) / math.sqrt(q.size(-1))               # (B, nh, R, T)
     scores = scores.masked_fill(~visible(pos[rows], pos, attn.window), float('-inf'))
     return scores.softmax(dim=-1)
@@ -81,21 +82,44 @@ def bucket_edges(T):
     return [0, 1] + [2 ** i for i in range(1, max(1, math.ceil(math.log2(T))) + 1)]
 
 
-def analyze(model, prompts, sink):
-    """Per layer: mean mass on each segment, mean entropy and the distance profile over the prompts.
-    prompts: [(tokens (T,), needle (start, end), question start)], all of one length T."""
+def needle_batch(prompts, sink, device):
+    """Needle prompts of one length T as analyze() takes them: token ids (B, T), the query rows (R,) from the
+    first question token on, and the segment of every key (B, 1, T), the same for every row of a prompt."""
     T = len(prompts[0][0])
-    device = model.lm_head.weight.device
     idx = torch.as_tensor(np.stack([p[0] for p in prompts]), device=device)
-    q_start = min(p[2] for p in prompts)
-    rows = torch.arange(q_start, T, device=device)
-    # segment of every key, per prompt: (B, T) ids into SEGMENTS
-    seg = torch.full((len(prompts), T), SEGMENTS.index('context'), device=device)
+    rows = torch.arange(min(p[2] for p in prompts), T, device=device)
+    seg = torch.full((len(prompts), 1, T), SEGMENTS.index('context'), device=device)
     for b, (_, (n0, n1), qs) in enumerate(prompts):
-        seg[b, n0:n1] = SEGMENTS.index('needle')
-        seg[b, qs:] = SEGMENTS.index('question')
-    seg[:, :sink] = SEGMENTS.index('begin')
-    onehot = torch.nn.functional.one_hot(seg, len(SEGMENTS)).float()          # (B, T, 4)
+        seg[b, :, n0:n1] = SEGMENTS.index('needle')
+        seg[b, :, qs:] = SEGMENTS.index('question')
+    seg[:, :, :sink] = SEGMENTS.index('begin')
+    return idx, rows, seg
+
+
+def recall_batch_segments(rng, n, length, pairs, device):
+    """n associative-recall sequences as analyze() takes them: token ids (n, T), the query rows (the asked keys,
+    (pairs,)), and the segment of every key for every row (n, pairs, T): 'pair' is the asked pair's key and
+    value in the haystack, 'other pairs' the rest of the pairs, 'query' the QUERY marker and what follows."""
+    x, _, where = recall_batch(rng, n, length, pairs)
+    H = length - 2 * pairs - 2
+    seg = torch.full((n, pairs, length), RECALL_SEGMENTS.index('filler'), device=device)
+    b, j = np.arange(n)[:, None], np.arange(pairs)[None, :]
+    for offset in (0, 1):  # every pair's key and value, for every row ...
+        seg[b[:, :, None], j[:, :, None], torch.as_tensor(where[:, None, :] + offset)] = RECALL_SEGMENTS.index('other pairs')
+    for offset in (0, 1):  # ... then, for each row, its own pair
+        seg[b, j, torch.as_tensor(where + offset)] = RECALL_SEGMENTS.index('pair')
+    seg[:, :, H + 1:] = RECALL_SEGMENTS.index('query')
+    seg[:, :, 0] = RECALL_SEGMENTS.index('begin')
+    return torch.as_tensor(x, device=device), torch.arange(H + 2, length, 2, device=device), seg
+
+
+def analyze(model, idx, rows, seg, names, sink):
+    """Per layer: mean attention mass on each segment, mean entropy and the distance profile.
+    idx (B, T) token ids; rows (R,) the query positions analysed; seg (B, 1 or R, T) the segment of every
+    key (an index into names), per row; the first `sink` keys are left out of the distance profile."""
+    B, T = idx.shape
+    device = idx.device
+    onehot = torch.nn.functional.one_hot(seg.expand(B, len(rows), T), len(names)).float()  # (B, R, T, S)
     dist = rows[:, None] - torch.arange(T, device=device)[None, :]            # (R, T) query minus key position
     edges = bucket_edges(T)
     which = torch.bucketize(dist, torch.tensor(edges[1:], device=device), right=True)  # bucket of each (row, key)
@@ -104,7 +128,7 @@ def analyze(model, prompts, sink):
     out = []
     for block, x in zip(model.transformer.h, layer_inputs(model, idx)):
         w = attention_rows(block.attn, x, rows, cos, sin)                     # (B, nh, R, T)
-        mass = torch.einsum('bhrt,bts->s', w, onehot) / (w.shape[0] * w.shape[1] * w.shape[2])
+        mass = torch.einsum('bhrt,brts->s', w, onehot) / (w.shape[0] * w.shape[1] * w.shape[2])
         entropy = -(w * w.clamp_min(1e-30).log()).sum(-1).mean()
         per_key = w.mean(dim=(0, 1))                                          # (R, T): mean weight of each key
         profile = []
@@ -112,26 +136,27 @@ def analyze(model, prompts, sink):
             sel = (which == i) & (dist >= 0)
             if sel.any():
                 profile.append([lo, hi, per_key[sel].mean().item()])
-        out.append(dict(kind=block.attn.kind, mass=dict(zip(SEGMENTS, mass.tolist())), entropy=entropy.item(),
+        out.append(dict(kind=block.attn.kind, mass=dict(zip(names, mass.tolist())), entropy=entropy.item(),
                         distance=profile))
     return out
 
 
 def by_kind(layers):
     """The per-layer results averaged over the layers of each kind."""
-    kinds = {}
+    kinds, names = {}, list(layers[0]['mass'])
     for layer in layers:
         kinds.setdefault(layer['kind'], []).append(layer)
-    return {k: dict(layers=len(ls), mass={s: float(np.mean([l['mass'][s] for l in ls])) for s in SEGMENTS},
+    return {k: dict(layers=len(ls), mass={s: float(np.mean([l['mass'][s] for l in ls])) for s in names},
                     entropy=float(np.mean([l['entropy'] for l in ls])))
             for k, ls in kinds.items()}
 
 
 def print_table(title, rows):
+    names = list(rows[0][1]['mass'])
     print(f"\n{title}")
-    print(f"{'':>9} " + ' '.join(f"{s:>9}" for s in SEGMENTS) + f" {'entropy':>9}")
+    print(f"{'':>9} " + ' '.join(f"{s:>11}" for s in names) + f" {'entropy':>9}")
     for name, r in rows:
-        print(f"{name:>9} " + ' '.join(f"{r['mass'][s]:>9.3f}" for s in SEGMENTS) + f" {r['entropy']:>9.3f}")
+        print(f"{name:>9} " + ' '.join(f"{r['mass'][s]:>11.3f}" for s in names) + f" {r['entropy']:>9.3f}", flush=True)
 
 
 def plot_distance(results, path):
@@ -161,6 +186,8 @@ if __name__ == '__main__':
     seed = 1234
     device = 'auto'
     dtype = 'float32'
+    recall_pairs = 0          # a recall checkpoint: pairs per sequence; 0 = as many as in training
+    recall_samples = 32       # a recall checkpoint: sequences per length
     plots = True
     configure(globals())
 
@@ -171,22 +198,33 @@ if __name__ == '__main__':
     L_list = list(lengths) or [T, 4 * T]
     if not all(type(L) is int for L in L_list):
         fail(f"lengths={lengths} must be integers, e.g. --lengths=512,2048")
-    dataset = dataset or checkpoint['config']['dataset']
-    if not os.path.exists(os.path.join(DATA, dataset, 'meta.json')):
-        fail(f"dataset {dataset!r} not found in {DATA}: run python prepare_data.py (it makes data/shakespeare)")
-    enc = get_tokenizer(checkpoint['tokenizer'])
-    hay = Haystack(enc, held_out_text(dataset))
-    if len(hay.tokens) < max(L_list) or min(L_list) < 4 * sink + 100:
-        fail(f"lengths={L_list} must lie between {4 * sink + 100} and the held-out text's {len(hay.tokens):,} tokens")
+    recall = checkpoint['config'].get('dataset') == 'recall'
     rng = np.random.default_rng(seed)
+    if recall:  # associative recall: the query rows are the asked keys, each with its own pair
+        pairs, sink = recall_pairs or checkpoint['config']['recall_pairs'], 1
+        try:
+            make = {L: recall_batch_segments(rng, recall_samples, L, pairs, device) for L in L_list}
+        except ValueError as e:
+            fail(f"{e}: lower --recall_pairs or raise --lengths")
+        names, rows_are = RECALL_SEGMENTS, f'the asked keys ({pairs} pairs)'
+    else:
+        dataset = dataset or checkpoint['config']['dataset']
+        if not os.path.exists(os.path.join(DATA, dataset, 'meta.json')):
+            fail(f"dataset {dataset!r} not found in {DATA}: run python prepare_data.py (it makes data/shakespeare)")
+        enc = get_tokenizer(checkpoint['tokenizer'])
+        hay = Haystack(enc, held_out_text(dataset))
+        if len(hay.tokens) < max(L_list) or min(L_list) < 4 * sink + 100:
+            fail(f"lengths={L_list} must lie between {4 * sink + 100} and the held-out text's {len(hay.tokens):,} tokens")
+        make = {L: needle_batch([needle_prompt(enc, hay, L, rng) for _ in range(samples)], sink, device) for L in L_list}
+        names, rows_are = SEGMENTS, 'the question+answer rows'
     print(f"{out_dir}: layers {model.config.layer_kinds()}, window {model.config.sliding_window}, "
-          f"qk_norm {model.config.qk_norm}, trained at {T} tokens")
+          f"qk_norm {model.config.qk_norm}, trained at {T} tokens", flush=True)
 
     results = {}
     for L in tqdm(L_list, desc='lengths', disable=None, leave=False):
-        layers = analyze(model, [needle_prompt(enc, hay, L, rng) for _ in range(samples)], sink)
+        layers = analyze(model, *make[L], names, sink)
         results[L] = dict(layers=layers, kinds=by_kind(layers))
-        print_table(f"context {L:,}: attention mass of the question+answer rows, and entropy (nats), per layer",
+        print_table(f"context {L:,}: attention mass of {rows_are}, and entropy (nats), per layer",
                     [(f"{i} {l['kind']}", l) for i, l in enumerate(layers)])
         print_table("  averaged by layer kind", [(f"'{k}' x{r['layers']}", r) for k, r in results[L]['kinds'].items()])
     path = os.path.join(out_dir, 'attention.json')

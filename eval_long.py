@@ -3,6 +3,7 @@ Long-context evaluation of a checkpoint, at context lengths up to and beyond its
 
     python eval_long.py --out_dir=out-hybrid-long
     python eval_long.py --out_dir=out-hybrid-tiny --tasks=passkey,niah --lengths=256,1024,4096
+    python eval_long.py --out_dir=out-recall/rnope_swa-s0     # a model trained with dataset='recall'
 
 Tasks (--tasks, comma-separated):
   passkey  landmark attention's passkey: a number hidden in repeated filler, greedy decoding, exact match;
@@ -15,6 +16,11 @@ Tasks (--tasks, comma-separated):
   ppl      loss by position on held-out documents, at 0.5, 1, 2, 4 and 8 x the training length:
            where the model stops extrapolating
   short    validation loss at the training length: long-context gains must not cost short-context quality
+
+A checkpoint trained on associative recall (dataset='recall', see prepare_data.recall_batch) has one task:
+  recall   per-query accuracy (argmax, teacher-forced, one forward pass) and exact match (every query of a
+           sequence right) at 1, 2, 4, 8 and 16 x the training length, and accuracy by the depth of the
+           asked pair in the haystack x length, drawn as a heat map
 
 Prints one table per task and writes out_dir/eval_long.json (and PNGs when matplotlib is installed).
 Every prompt goes through the KV cache with chunked prefill, so a 32k-token evaluation fits in CPU
@@ -35,7 +41,7 @@ from tqdm import tqdm
 
 from configurator import configure, fail
 from model import GPT, GPTConfig
-from prepare_data import DATA, KEY_WORDS, TEMPLATES, get_tokenizer, write_atomic
+from prepare_data import DATA, KEY_WORDS, TEMPLATES, get_tokenizer, recall_batch, write_atomic
 
 # -----------------------------------------------------------------------------
 # The task generators. Each takes (enc, haystacks, length, depth, rng) and returns the prompt tokens
@@ -285,6 +291,26 @@ def grid(model, enc, task, hays, lengths, depths, samples, rng, prefill_chunk, e
     return scores, gains
 
 
+@torch.no_grad()
+def recall_scores(model, length, pairs, samples, rng, depths, batch=32):
+    """Associative recall at one length: per-query accuracy, exact match (all `pairs` answers of a sequence
+    right) and the accuracy by depth {depth bin: accuracy}, over `samples` fresh sequences. Teacher-forced:
+    one forward pass, the answer to each query is the argmax at its key. A pair's depth is where its key
+    sits in the haystack, 0 = right after BOS, 1 = just before QUERY; bins start at `depths` ([0, 0.2, ...])."""
+    H = length - 2 * pairs - 2
+    asked = torch.arange(H + 2, length, 2)  # positions of the asked keys
+    right, depth = [], []
+    for at in range(0, samples, batch):
+        x, y, where = recall_batch(rng, min(batch, samples - at), length, pairs)
+        h = model.hidden(torch.as_tensor(x, device=model.lm_head.weight.device))[:, asked]  # (b, pairs, C)
+        right.append(model.lm_head(h).argmax(-1).cpu().numpy() == y[:, asked.numpy()])
+        depth.append((where - 1) / max(1, H - 2))
+    right, depth = np.concatenate(right), np.concatenate(depth)
+    bins = np.searchsorted(depths, depth, side='right') - 1
+    return dict(accuracy=float(right.mean()), exact=float(right.all(1).mean()),
+                by_depth={d: float(right[bins == i].mean()) if (bins == i).any() else None for i, d in enumerate(depths)})
+
+
 def mean(values):
     values = [v for v in values if v is not None]
     return float(np.mean(values)) if values else None
@@ -302,7 +328,7 @@ def print_grid(title, table):
         print(f"{L:>8} " + ' '.join(cell(row[d], 6) for d in depths) + '  ' + cell(mean(row.values()), 6))
 
 
-def plot_heatmap(table, title, path):
+def plot_heatmap(table, title, path, xlabel='needle depth'):
     import matplotlib
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
@@ -312,7 +338,7 @@ def plot_heatmap(table, title, path):
               vmin=0, vmax=1, cmap='RdYlGn', aspect='auto')
     ax.set_xticks(range(len(depths)), [f"{d:g}" for d in depths])
     ax.set_yticks(range(len(lengths)), [f"{L:,}" for L in lengths])
-    ax.set(xlabel='needle depth', ylabel='context length (tokens)', title=title)
+    ax.set(xlabel=xlabel, ylabel='context length (tokens)', title=title)
     for i, L in enumerate(lengths):
         for j, d in enumerate(depths):
             ax.text(j, i, cell(table[L][d], 0), ha='center', va='center', fontsize=8)
@@ -349,7 +375,7 @@ def have_matplotlib():
 
 if __name__ == '__main__':
     out_dir = 'out-hybrid-long'
-    tasks = 'passkey,niah,ruler,ppl,short'
+    tasks = ''                # comma-separated; '' = every task of the checkpoint's kind (see above)
     lengths = ()              # prompt lengths in tokens (--lengths=512,2048); () = 0.5, 1, 2, 4 and 8 x the training length
     depths = (0.0, 0.25, 0.5, 0.75, 1.0)  # where the needle sits: 0 = the start of the context, 1 = the end
     samples = 4               # prompts per grid cell, and per RULER task and length
@@ -362,18 +388,54 @@ if __name__ == '__main__':
     device = 'auto'
     dtype = 'float32'
     prefill_chunk = 1024
+    recall_pairs = 0          # recall: key-value pairs per sequence; 0 = as many as in training
+    recall_samples = 256      # recall: sequences per length
+    recall_bins = 10          # recall: depth bins of the heat map
     plots = True              # PNGs when matplotlib is installed
     configure(globals())
 
-    wanted = [t for t in tasks.split(',') if t]
-    if not wanted or set(wanted) - {'passkey', 'niah', 'ruler', 'ppl', 'short'}:
-        fail(f"tasks={tasks!r}: choose from passkey,niah,ruler,ppl,short (comma-separated)")
     if not all(type(L) is int and L > 0 for L in lengths) or not all(0 <= d <= 1 for d in depths):
         fail(f"lengths={lengths} must be positive integers and depths={depths} numbers in [0, 1], e.g. --lengths=512,2048")
     if device == 'auto':
         device = 'cuda' if torch.cuda.is_available() else 'cpu'
     model, checkpoint = load_model(out_dir, device, getattr(torch, dtype, torch.float32))
     T = checkpoint['model_args']['block_size']
+    recall = checkpoint['config'].get('dataset') == 'recall'
+    known = ['recall'] if recall else ['passkey', 'niah', 'ruler', 'ppl', 'short']
+    wanted = [t for t in tasks.split(',') if t] or known
+    if set(wanted) - set(known):
+        fail(f"tasks={tasks!r}: a {'recall' if recall else 'text'} checkpoint has the tasks {','.join(known)}")
+
+    if recall:  # a model trained on associative recall: nothing else applies
+        pairs = recall_pairs or checkpoint['config']['recall_pairs']
+        L_list = list(lengths) or [T, 2 * T, 4 * T, 8 * T, 16 * T]
+        bins = [round(i / recall_bins, 3) for i in range(recall_bins)]
+        print(f"{out_dir}: layers {model.config.layer_kinds()}, window {model.config.sliding_window}, "
+              f"rope_theta {model.config.rope_theta:g}, qk_norm {model.config.qk_norm}, "
+              f"nope_temperature {model.config.nope_temperature:g}; trained at {T} tokens; recall with {pairs} pairs "
+              f"at {L_list}, {recall_samples} sequences each", flush=True)
+        scores = {}
+        for L in tqdm(L_list, desc='recall', disable=None, leave=False):
+            try:
+                scores[L] = recall_scores(model, L, pairs, recall_samples, np.random.default_rng(seed + L), bins)
+            except ValueError as e:
+                fail(f"{e}: lower --recall_pairs or raise --lengths")
+        results = dict(out_dir=out_dir, block_size=T, lengths=L_list, pairs=pairs, samples=recall_samples, seed=seed,
+                       recall={L: dict(accuracy=s['accuracy'], exact=s['exact']) for L, s in scores.items()},
+                       recall_depth={L: s['by_depth'] for L, s in scores.items()})
+        print(f"\nassociative recall, {pairs} pairs, teacher-forced (rows: context length, x training length)")
+        print(f"{'length':>8} {'x':>4} {'accuracy':>9} {'exact':>7}")
+        for L, s in scores.items():
+            print(f"{L:>8} {L / T:>4g} {s['accuracy']:>9.3f} {s['exact']:>7.3f}")
+        print_grid('recall accuracy by depth of the asked pair (0 = start of the haystack)', results['recall_depth'])
+        path = os.path.join(out_dir, 'eval_long.json')
+        write_atomic(path, lambda tmp: json.dump(results, open(tmp, 'w'), indent=1))
+        print(f"\nwrote {path}")
+        if plots and have_matplotlib():
+            plot_heatmap(results['recall_depth'], f"recall accuracy: {model.config.layer_kinds()}",
+                         os.path.join(out_dir, 'recall_depth.png'), xlabel='depth of the asked pair')
+            print(f"wrote {os.path.join(out_dir, 'recall_depth.png')}")
+        sys.exit(0)
     L_list, D_list = list(lengths) or [T // 2, T, 2 * T, 4 * T, 8 * T], list(depths)
     dataset = dataset or checkpoint['config']['dataset']
     enc = get_tokenizer(checkpoint['tokenizer'])

@@ -48,6 +48,8 @@ class GPTConfig:
     sliding_window: int = 256    # an 'S' layer's query i sees keys j with i - W < j <= i
     rope_theta: float = 10000.0  # RoPE base; the paper keeps 10k in the hybrid's RoPE layers
     qk_norm: bool = False        # RMSNorm on q and k (the paper's QK-Norm variant)
+    nope_temperature: float = 0.0     # beta of a length-dependent attention temperature in 'N' layers; 0 = off
+    nope_temperature_floor: int = 1   # s: q is scaled by 1 + beta * log(floor((pos + 1) / s) + 1) (Llama 4)
     attention: str = 'auto'      # 'auto': fast kernels; 'reference': explicit softmax (tests, reading)
 
     def __post_init__(self):
@@ -63,6 +65,9 @@ class GPTConfig:
             raise ValueError(f"n_head={self.n_head} must be a multiple of n_kv_head={self.n_kv_head}")
         if self.sliding_window < 1:
             raise ValueError(f"sliding_window={self.sliding_window} must be at least 1")
+        if self.nope_temperature < 0 or self.nope_temperature_floor < 1:
+            raise ValueError(f"nope_temperature={self.nope_temperature} must be >= 0 and "
+                             f"nope_temperature_floor={self.nope_temperature_floor} >= 1")
         if self.attention not in ('auto', 'reference'):
             raise ValueError(f"attention={self.attention!r} must be 'auto' or 'reference'")
 
@@ -267,11 +272,16 @@ class CausalSelfAttention(nn.Module):
         # flattens attention over long contexts (higher entropy, less mass on the needle).
         self.q_norm = RMSNorm(self.head_dim) if config.qk_norm else nn.Identity()
         self.k_norm = RMSNorm(self.head_dim) if config.qk_norm else nn.Identity()
+        # Length-dependent temperature (Llama 4's, for its NoPE layers): a NoPE query at position p spreads
+        # its attention over p + 1 keys, so the softmax flattens as the context grows. Scaling q by
+        # 1 + beta * log(floor((p + 1) / s) + 1) sharpens it again, roughly in step with log(p), as
+        # SSMax's s * log(n) logits do. Off (beta = 0) by default, and only in 'N' layers.
+        self.temperature = (config.nope_temperature, config.nope_temperature_floor) if kind == 'N' else (0.0, 1)
         self.resid_dropout = nn.Dropout(config.dropout)
 
-    def project(self, x, cos, sin):
-        """x (B, T, C) -> q (B, nh, T, hd), k and v (B, nkv, T, hd), normalised and rotated as attention
-        sees them (analyze_attention.py calls this too, to recompute attention weights)."""
+    def project(self, x, pos, cos, sin):
+        """x (B, T, C) at positions pos (T,) -> q (B, nh, T, hd), k and v (B, nkv, T, hd), normalised, rotated
+        and scaled as attention sees them (analyze_attention.py calls this too, to recompute attention weights)."""
         B, T, C = x.shape
         q = self.q_proj(x).view(B, T, self.n_head, self.head_dim).transpose(1, 2)
         k = self.k_proj(x).view(B, T, self.n_kv_head, self.head_dim).transpose(1, 2)
@@ -279,12 +289,15 @@ class CausalSelfAttention(nn.Module):
         q, k = self.q_norm(q), self.k_norm(k)
         if self.use_rope:
             q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        beta, s = self.temperature
+        if beta:  # scaling q scales every logit of its row: all attention paths, cached or not, see the same
+            q = q * (1 + beta * torch.log(torch.div(pos + 1, s, rounding_mode='floor') + 1.0))[:, None].to(q.dtype)
         return q, k, v
 
     def forward(self, x, pos, cos, sin, cache=None):
         # x (B, T, C); pos (T,) absolute positions; cos, sin (T, hd/2)
         B, T, C = x.shape
-        q, k, v = self.project(x, cos, sin)
+        q, k, v = self.project(x, pos, cos, sin)
         k_pos = pos
         if cache is not None:  # k, v become everything this layer's queries can see: (B, nkv, Tk, hd)
             k, v, k_pos = cache.update(k, v)
@@ -339,20 +352,28 @@ class GPT(nn.Module):
         self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
         self.transformer.wte.weight = self.lm_head.weight  # tied: saves V x C parameters, trains as well at this scale
         self.rope_cache = (0, None, None)  # (length, cos, sin), grown on demand for any T
+        # Initialisation. Linear layers: std 1/sqrt(3 fan_in), the scale of PyTorch's default init, so
+        # that every layer's output starts at the size of its input whatever the width. Token embeddings:
+        # unit scale, N(0, 1), so that each position's own token dominates the residual stream until the
+        # layers have learnt something worth adding. (With GPT-2's 0.02 everywhere, the first attention
+        # layer's average over the context swamped each token's identity, and a 4-layer model never learnt
+        # associative recall in 15,000 steps; with this init it does in about 1,000. README: the recall track.)
+        # The embedding matrix is also the output layer, so the final norm's gain starts at 1/sqrt(C):
+        # the first logits are then of unit scale instead of sqrt(C).
         self.apply(self._init_weights)
+        torch.nn.init.normal_(self.transformer.wte.weight, mean=0.0, std=1.0)
+        torch.nn.init.constant_(self.transformer.ln_f.weight, config.n_embd ** -0.5)
         # Scaled residual init (GPT-2): each block adds two branches to the residual stream,
         # so shrink their output projections by 1/sqrt(2 n_layer) to keep its variance O(1) at init.
         for name, p in self.named_parameters():
             if name.endswith('c_proj.weight'):
-                torch.nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * config.n_layer))
+                p.data.mul_((2 * config.n_layer) ** -0.5)
 
     def _init_weights(self, module):
         if isinstance(module, nn.Linear):
-            torch.nn.init.normal_(module.weight, mean=0.0, std=0.02)
+            torch.nn.init.normal_(module.weight, mean=0.0, std=(3 * module.in_features) ** -0.5)
             if module.bias is not None:
                 torch.nn.init.zeros_(module.bias)
-        elif isinstance(module, nn.Embedding):
-            torch.nn.init.normal_(module.weight, mean=0.0, std=0.02)
 
     def get_num_params(self):
         """Parameters counted once (the tied embedding / lm_head matrix counts once)."""
@@ -456,10 +477,10 @@ class GPT(nn.Module):
         keys = sum(window_keys if kind == 'S' else full_keys for kind in cfg.layer_kinds())
         return 6 * N + 12 * cfg.n_head * hd * keys
 
-    def estimate_mfu(self, tokens_per_iter, dt, peak_flops):
-        """Model FLOPs utilisation at context block_size: achieved FLOP/s over peak_flops
+    def estimate_mfu(self, tokens_per_iter, dt, peak_flops, T):
+        """Model FLOPs utilisation at context T: achieved FLOP/s over peak_flops
         (nanoGPT assumes an A100's 312e12; matmul_peak_flops measures the machine at hand)."""
-        return self.flops_per_token(self.config.block_size) * tokens_per_iter / dt / peak_flops
+        return self.flops_per_token(T) * tokens_per_iter / dt / peak_flops
 
 
 def matmul_peak_flops(device, dtype, n=2048, repeat=10):

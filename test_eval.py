@@ -6,6 +6,7 @@ import json
 import math
 import os
 import re
+import sys
 from collections import Counter
 
 import numpy as np
@@ -13,10 +14,10 @@ import pytest
 import torch
 
 import eval_long
-from analyze_attention import SEGMENTS, analyze, needle_prompt
+from analyze_attention import SEGMENTS, analyze, needle_batch, needle_prompt
 from eval_long import RULER_TASKS, Haystack, grid, score, task_niah, task_passkey
 from model import GPT, GPTConfig
-from prepare_data import builtin_corpus, get_tokenizer
+from prepare_data import builtin_corpus, get_tokenizer, recall_batch
 from test_train import DATASET, dataset, run  # noqa: F401 (dataset is a fixture)
 
 ENC = get_tokenizer('gpt2')
@@ -115,7 +116,8 @@ def tiny_model(pattern, window=16, seed=0):
 
 def test_attention_segments_sum_to_one(hays):
     rng = np.random.default_rng(3)
-    layers = analyze(tiny_model('SRN'), [needle_prompt(ENC, hays['text'], 300, rng) for _ in range(2)], sink=10)
+    layers = analyze(tiny_model('SRN'), *needle_batch([needle_prompt(ENC, hays['text'], 300, rng) for _ in range(2)], 10, 'cpu'),
+                     SEGMENTS, 10)
     assert [l['kind'] for l in layers] == ['S', 'R', 'N']
     for layer in layers:
         assert sum(layer['mass'].values()) == pytest.approx(1.0, abs=1e-5)
@@ -132,7 +134,7 @@ def test_attention_analysis_of_uniform_attention(hays):
         torch.nn.init.zeros_(block.attn.q_proj.weight)
     tokens, (n0, n1), q_start = needle_prompt(ENC, hays['text'], T, np.random.default_rng(4))
     assert n1 < q_start - W  # the needle lies outside the window of every query row
-    s_layer, n_layer = analyze(model, [(tokens, (n0, n1), q_start)], sink)
+    s_layer, n_layer = analyze(model, *needle_batch([(tokens, (n0, n1), q_start)], sink, 'cpu'), SEGMENTS, sink)
     p = np.arange(q_start, T)  # query positions
     expect = dict(begin=np.mean(sink / (p + 1)), needle=np.mean((n1 - n0) / (p + 1)),
                   question=np.mean((p - q_start + 1) / (p + 1)))
@@ -185,7 +187,7 @@ def test_attention_analysis_of_one_hot_attention(target, hays, monkeypatch):
         w[..., key] = 1.0
         return w
     monkeypatch.setattr(analyze_attention, 'attention_rows', one_hot)
-    [layer] = analyze(tiny_model('N'), [(tokens, (n0, n1), q_start)], sink)
+    [layer] = analyze(tiny_model('N'), *needle_batch([(tokens, (n0, n1), q_start)], sink, 'cpu'), SEGMENTS, sink)
     assert layer['mass'][{'sink': 'begin', 'needle': 'needle'}[target]] == pytest.approx(1.0)
     assert layer['entropy'] == pytest.approx(0.0, abs=1e-6)
     for lo, hi, v in layer['distance']:
@@ -203,3 +205,90 @@ def test_reproduce_trains_evaluates_and_tabulates(dataset, tmp_path):
     p = run(*args)  # everything is done already: nothing is trained or evaluated again
     assert 'train.py' not in p.stdout and 'eval_long.py' not in p.stdout
     assert open(tmp_path / 'results' / 'results.md').read() == table
+
+
+# --- associative recall ---------------------------------------------------------------
+
+@pytest.mark.parametrize('length,pairs', [(10, 2), (34, 8), (128, 8), (129, 4), (600, 16)])
+def test_recall_layout_is_exact(length, pairs):
+    x, y, where = recall_batch(np.random.default_rng(length), 64, length, pairs)
+    H = length - 2 * pairs - 2  # haystack: positions 1..H
+    assert x.shape == y.shape == (64, length) and where.shape == (64, pairs)
+    assert (x[:, 0] == 0).all() and (x[:, H + 1] == 1).all()  # BOS, then QUERY at L - 2n - 1
+    asked = np.arange(H + 2, length, 2)
+    for row in range(64):
+        keys, answers = x[row, asked], x[row, asked + 1]
+        assert len(set(keys)) == pairs and ((2 <= keys) & (keys < 66)).all()  # distinct keys, each asked once
+        assert ((66 <= answers) & (answers < 130)).all()
+        assert (y[row, asked] == answers).all() and (y[row][np.setdiff1d(np.arange(length), asked)] == -1).all()
+        hay = x[row, 1:H + 1]
+        is_pair = (hay < 130)
+        assert is_pair.sum() == 2 * pairs  # the pairs are the only non-filler in the haystack: none overlap
+        for k, v, w in zip(keys, answers, where[row]):  # each asked key sits in the haystack with its value after it
+            assert 1 <= w and w + 1 <= H and x[row, w] == k and x[row, w + 1] == v
+        starts = np.sort(where[row])
+        assert (np.diff(starts) >= 2).all() and starts[-1] + 1 <= H  # never overlapping, never in the query region
+
+
+def test_recall_too_short_is_an_error():
+    with pytest.raises(ValueError, match='do not fit'):
+        recall_batch(np.random.default_rng(0), 1, 16, 4)  # a haystack of 6 cannot hold 4 pairs
+
+
+class RecallOracle(torch.nn.Module):
+    """A stand-in model with hidden() and lm_head: 'copy' answers every asked key with the value after its
+    first occurrence (a perfect recall circuit); 'constant' always answers the same value."""
+
+    def __init__(self, kind):
+        super().__init__()
+        self.kind = kind
+        self.lm_head = torch.nn.Identity()
+        self.lm_head.weight = torch.zeros(1)
+
+    def hidden(self, idx):
+        out = torch.zeros(*idx.shape, 256)
+        for b, row in enumerate(idx.tolist()):
+            for t, tok in enumerate(row):
+                answer = row[row.index(tok) + 1] if self.kind == 'copy' and 2 <= tok < 66 else 70
+                out[b, t, answer] = 1.0
+        return out
+
+
+def test_recall_scores_a_copying_model_one_and_a_constant_one_in_64():
+    bins = [0.0, 0.5]
+    copy = eval_long.recall_scores(RecallOracle('copy'), 64, 4, 40, np.random.default_rng(0), bins)
+    assert copy['accuracy'] == copy['exact'] == 1.0 and copy['by_depth'] == {0.0: 1.0, 0.5: 1.0}
+    const = eval_long.recall_scores(RecallOracle('constant'), 64, 8, 400, np.random.default_rng(1), bins)
+    assert abs(const['accuracy'] - 1 / 64) < 0.01 and const['exact'] == 0.0
+
+
+def test_recall_attention_segments(tmp_path):
+    """The recall analysis's segments: the asked pair's key and value are 'pair', every other pair 'other
+    pairs', and attention that copies the value after the matching key puts all its mass on 'pair'."""
+    from analyze_attention import RECALL_SEGMENTS, recall_batch_segments
+    idx, rows, seg = recall_batch_segments(np.random.default_rng(3), 4, 64, 4, 'cpu')
+    names = list(RECALL_SEGMENTS)
+    for b in range(4):
+        for j, r in enumerate(rows.tolist()):
+            key = idx[b, r].item()
+            w = (idx[b, :r] == key).nonzero()[0].item()  # the key's place in the haystack
+            assert seg[b, j, w] == seg[b, j, w + 1] == names.index('pair')
+            assert (seg[b, j] == names.index('pair')).sum() == 2
+            assert (seg[b, j] == names.index('other pairs')).sum() == 2 * 3
+    assert (seg[:, :, 0] == names.index('begin')).all() and (seg[:, :, -9:] == names.index('query')).all()
+
+
+def test_recall_checkpoint_trains_evaluates_and_analyses(tmp_path):
+    """train.py with dataset='recall' and stages, then eval_long.py and analyze_attention.py on its checkpoint."""
+    out = str(tmp_path / 'r')
+    p = run(sys.executable, 'train.py', 'config/recall.py', f'--out_dir={out}', '--max_iters=6', '--eval_interval=3',
+            '--eval_iters=1', '--log_interval=1', '--peak_flops=1e9', '--stages=((0, 10, 8), (3, 40, 4))')
+    assert 'from iter 0: context 10' in p.stdout and 'from iter 3: context 40' in p.stdout and '2 pairs' in p.stdout
+    assert re.search(r'^eval 6: .* val accuracy [\d.]+$', p.stdout, re.M)
+    p = run(sys.executable, 'eval_long.py', f'--out_dir={out}', '--recall_samples=8', '--plots=False')
+    results = json.load(open(os.path.join(out, 'eval_long.json')))
+    assert results['lengths'] == [40, 80, 160, 320, 640] and results['pairs'] == 8
+    assert all(0 <= r['accuracy'] <= 1 for r in results['recall'].values())
+    p = run(sys.executable, 'analyze_attention.py', f'--out_dir={out}', '--recall_samples=4', '--plots=False')
+    layers = json.load(open(os.path.join(out, 'attention.json')))['results']['40']['layers']
+    assert [l['kind'] for l in layers] == ['S', 'S', 'S', 'N'] and sum(layers[3]['mass'].values()) == pytest.approx(1)

@@ -297,3 +297,43 @@ def test_configurator_rejects_unknown_key_in_config_file(tmp_path, capsys):
         configure(settings(), [str(cfg)])
     err = capsys.readouterr().err
     assert "'learning_rat'" in err and "did you mean 'learning_rate'" in err and str(cfg) in err
+
+
+# --- the length-dependent NoPE temperature -----------------------------------------
+
+def test_nope_temperature_matches_reference_in_every_path():
+    """On: the fast paths (SDPA, blocked window, cached decoding) equal the reference path, and an 'N' layer
+    computes exactly softmax((s(p) q) k^T / sqrt(hd)) v with s(p) = 1 + beta * log(floor((p + 1) / floor) + 1)."""
+    model = make('SSSN', nope_temperature=0.5, nope_temperature_floor=4).train()
+    ref = with_reference(model).train()
+    idx, targets = tokens(45), tokens(45, seed=2)
+    logits, loss = model(idx, targets)
+    ref_logits, ref_loss = ref(idx, targets)
+    torch.testing.assert_close(logits, ref_logits, atol=1e-5, rtol=1e-5)
+    loss.backward()
+    ref_loss.backward()
+    for (name, p), q in zip(model.named_parameters(), ref.parameters()):
+        torch.testing.assert_close(p.grad, q.grad, atol=1e-5, rtol=1e-4, msg=name)
+    model.eval()
+    assert torch.equal(model.generate(tokens(19), 30, temperature=0, prefill_chunk=5),
+                       greedy_by_recomputation(model, tokens(19), 30))  # the cached path, past block_size
+    attn = model.transformer.h[3].attn  # the 'N' layer, by hand
+    x, pos = torch.randn(2, 45, 32), torch.arange(45)
+    q, k, v = attn.q_proj(x), attn.k_proj(x), attn.v_proj(x)
+    q, k, v = (t.view(2, 45, -1, 8).transpose(1, 2) for t in (q, k, v))
+    s = 1 + 0.5 * torch.log(torch.floor((pos + 1) / 4) + 1)
+    want = reference_attention(q * s[:, None], k, v, visible(pos, pos, None))
+    got = attend(*attn.project(x, pos, *model.rope(0, 45, 'cpu')), pos, pos, None)
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+
+
+def test_nope_temperature_off_is_the_identity_and_on_touches_only_nope_layers():
+    idx = tokens(40)
+    for pattern in ('SSSN', 'N', 'S', 'R'):
+        plain = make(pattern)(idx)[0]
+        assert torch.equal(make(pattern, nope_temperature=0.0, nope_temperature_floor=4)(idx)[0], plain)
+        hot = make(pattern, nope_temperature=0.5, nope_temperature_floor=4)(idx)[0]
+        if 'N' in pattern:
+            assert (hot - plain).abs().max() > 1e-3
+        else:
+            assert torch.equal(hot, plain)

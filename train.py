@@ -8,8 +8,9 @@ Several processes (DDP; NCCL on CUDA, gloo on CPU):
 
     torchrun --standalone --nproc_per_node=4 train.py config/hybrid_long_gpu.py
 
-Long-context stage (the paper's recipe: pretrain short, then continue long, optionally with a
-larger RoPE theta): resume a checkpoint with a new block_size / rope_theta / sliding_window:
+Stages (the paper's recipe: pretrain short, then continue long; or a curriculum): `stages` lists
+from which iteration on to train at which context and batch size, e.g. in config/recall.py.
+A run can also continue from a checkpoint with a new block_size / rope_theta / sliding_window:
 
     python train.py config/hybrid_tiny.py --init_from=resume --block_size=2048 --max_iters=400
 """
@@ -30,7 +31,7 @@ from tqdm import tqdm
 
 from configurator import configure, fail
 from model import GPT, GPTConfig, keep_freed_memory, matmul_peak_flops
-from prepare_data import DATA, builtin_corpus, get_tokenizer, prepare, retrieval_sequence
+from prepare_data import DATA, RECALL_VOCAB, builtin_corpus, get_tokenizer, prepare, recall_batch, retrieval_sequence
 
 # -----------------------------------------------------------------------------
 # default settings; override with config/*.py files and --key=value
@@ -41,10 +42,14 @@ eval_iters = 8            # batches per loss estimate
 log_interval = 5
 init_from = 'scratch'     # 'scratch' or 'resume' (from out_dir/ckpt.pt)
 # data
-dataset = 'shakespeare'   # data/<dataset>/{train,val}.bin from prepare_data.py; shakespeare is made on demand
+dataset = 'shakespeare'   # data/<dataset>/{train,val}.bin from prepare_data.py; shakespeare is made on demand;
+                          # 'recall': associative recall generated on the fly (prepare_data.recall_batch), no files
+recall_pairs = 8          # dataset='recall': key-value pairs per sequence
 batch_size = 2            # sequences per micro-batch, per process
 gradient_accumulation_steps = 1  # micro-batches per optimizer step, over all processes together
 block_size = 2048         # training context length
+stages = ()               # ((from_iter, block_size, batch_size), ...): from iteration from_iter on, train at that context
+                          # with micro-batches of that size; () = one stage. The last stage's context is the model's.
 retrieval_rate = 0.1      # fraction of training sequences that are synthetic retrieval examples
 retrieval_needles = 1     # up to this many magic-number needles per retrieval sequence, each asked for
 # model (see GPTConfig in model.py)
@@ -58,6 +63,8 @@ layer_pattern = 'SSSN'
 sliding_window = 256
 rope_theta = 10000.0
 qk_norm = False
+nope_temperature = 0.0    # length-dependent temperature of the 'N' layers' queries (model.py); 0 = off
+nope_temperature_floor = 1
 # AdamW with warmup, then cosine decay to min_lr
 learning_rate = 2e-3
 max_iters = 100
@@ -109,7 +116,21 @@ if device_type == 'cpu':
 if device_type == 'cuda':
     torch.backends.cuda.matmul.allow_tf32 = True
     torch.backends.cudnn.allow_tf32 = True
-tokens_per_iter = gradient_accumulation_steps * batch_size * block_size
+
+# stages: the context and micro-batch of every iteration
+if stages:
+    if not all(type(s) is tuple and len(s) == 3 and all(type(v) is int and v > 0 for v in s[1:]) for s in stages) \
+            or [s[0] for s in stages] != sorted({s[0] for s in stages}) or stages[0][0] != 0:
+        fail(f"stages={stages} must be ((0, block_size, batch_size), (from_iter, block_size, batch_size), ...) "
+             f"with increasing from_iter and positive sizes")
+    block_size = stages[-1][1]  # the model's training length
+else:
+    stages = ((0, block_size, batch_size),)
+
+
+def stage_at(it):
+    """(block_size, batch_size) of iteration it."""
+    return next((T, B) for start, T, B in reversed(stages) if it >= start)
 
 
 def log(message):
@@ -122,39 +143,53 @@ def log(message):
 # data: random windows of block_size + 1 tokens from the concatenated documents; during
 # training a fraction retrieval_rate are synthetic retrieval sequences (prepare_data.py)
 data_dir = os.path.join(DATA, dataset)
-if not os.path.exists(os.path.join(data_dir, 'meta.json')):
+if dataset == 'recall':
+    meta = dict(vocab_size=RECALL_VOCAB, tokenizer=None)
+    if min(T for _, T, _ in stages) < 6:
+        fail(f"a recall sequence needs at least 6 tokens (one pair): raise block_size")
+elif not os.path.exists(os.path.join(data_dir, 'meta.json')):
     if dataset != 'shakespeare':
         fail(f"dataset {dataset!r} not found in {data_dir}: run python prepare_data.py --input=PATH --name={dataset}")
     if master:
         prepare(builtin_corpus(), 'shakespeare')
     if ddp:
         dist.barrier()
-with open(os.path.join(data_dir, 'meta.json')) as f:
-    meta = json.load(f)
-enc = get_tokenizer(meta['tokenizer'])
-for split in ('train', 'val'):
-    if meta[f'{split}_tokens'] <= block_size + 1:
-        fail(f"{split}.bin of {dataset!r} holds {meta[f'{split}_tokens']} tokens, too few for block_size={block_size}")
+if dataset != 'recall':
+    with open(os.path.join(data_dir, 'meta.json')) as f:
+        meta = json.load(f)
+    enc = get_tokenizer(meta['tokenizer'])
+    for split in ('train', 'val'):
+        if meta[f'{split}_tokens'] <= max(T for _, T, _ in stages) + 1:
+            fail(f"{split}.bin of {dataset!r} holds {meta[f'{split}_tokens']} tokens, too few for block_size={block_size}")
 
 
-def get_batch(split, n, rng, augment=False):
-    """n sequences (n, block_size) of inputs and targets, drawn with the numpy Generator rng."""
+def to_device(t):
+    t = torch.from_numpy(t)
+    return t.pin_memory().to(device, non_blocking=True) if device_type == 'cuda' else t.to(device)
+
+
+def recall_pairs_at(T):
+    """Pairs per recall sequence of T tokens: recall_pairs, or as many as fit (a dense haystack) in a short stage."""
+    return min(recall_pairs, (T - 2) // 4)
+
+
+def get_batch(split, n, rng, T, augment=False):
+    """n sequences (n, T) of inputs and targets, drawn with the numpy Generator rng."""
+    if dataset == 'recall':  # fresh sequences every time: a fixed set would be memorised
+        x, y, _ = recall_batch(rng, n, T, recall_pairs_at(T))
+        return to_device(x), to_device(y)
     data = np.memmap(os.path.join(data_dir, f'{split}.bin'), dtype=np.uint16, mode='r')  # reopened each time: no leak
-    seqs = np.empty((n, block_size + 1), dtype=np.int64)
+    seqs = np.empty((n, T + 1), dtype=np.int64)
     for i in range(n):
         if augment and rng.random() < retrieval_rate:
             try:
-                seqs[i] = retrieval_sequence(enc, data, block_size + 1, rng, retrieval_needles)[0]
+                seqs[i] = retrieval_sequence(enc, data, T + 1, rng, retrieval_needles)[0]
             except ValueError as e:
                 fail(f"{e}: raise block_size, or set --retrieval_rate=0")
         else:
-            start = rng.integers(0, len(data) - block_size - 1)
-            seqs[i] = data[start:start + block_size + 1]
-    seqs = torch.from_numpy(seqs)
-    if device_type == 'cuda':
-        seqs = seqs.pin_memory().to(device, non_blocking=True)
-    else:
-        seqs = seqs.to(device)
+            start = rng.integers(0, len(data) - T - 1)
+            seqs[i] = data[start:start + T + 1]
+    seqs = to_device(seqs)
     return seqs[:, :-1], seqs[:, 1:]
 
 
@@ -162,7 +197,8 @@ def get_batch(split, n, rng, augment=False):
 # model, optimizer, and the state of a resumed run
 model_args = dict(n_layer=n_layer, n_head=n_head, n_kv_head=n_kv_head, n_embd=n_embd, block_size=block_size,
                   bias=bias, vocab_size=meta['vocab_size'], dropout=dropout, layer_pattern=layer_pattern,
-                  sliding_window=sliding_window, rope_theta=rope_theta, qk_norm=qk_norm)
+                  sliding_window=sliding_window, rope_theta=rope_theta, qk_norm=qk_norm,
+                  nope_temperature=nope_temperature, nope_temperature_floor=nope_temperature_floor)
 # what may change when a run resumes: the long-context stage changes context, window and theta
 RESUMABLE_CHANGES = ('block_size', 'sliding_window', 'rope_theta', 'dropout')
 iter_num, best_val_loss, checkpoint = 0, float('inf'), None
@@ -223,18 +259,24 @@ def get_lr(it):
 
 
 @torch.no_grad()
-def estimate_loss():
-    """Mean loss over eval_iters batches of plain text (no augmentation), the same batches every time."""
+def estimate_loss(T, B):
+    """Mean loss over eval_iters batches (B, T) of plain text (no augmentation), the same batches every time;
+    for dataset='recall' also the accuracy of the answers (argmax) on the val batches."""
     model.eval()
     out = {}
     for split in ('train', 'val'):
-        rng = np.random.default_rng(seed + 1)
-        losses = []
+        rng = np.random.default_rng(seed + 1 + (dataset == 'recall' and split == 'val'))
+        losses, right, asked = [], 0, 0
         for _ in range(eval_iters):
-            X, Y = get_batch(split, batch_size, rng)
+            X, Y = get_batch(split, B, rng, T)
             with autocast:
-                losses.append(raw_model(X, Y)[1].item())
+                logits, loss = raw_model(X, Y)
+            losses.append(loss.item())
+            right += (logits.argmax(-1) == Y)[Y != -1].sum().item()
+            asked += (Y != -1).sum().item()
         out[split] = sum(losses) / len(losses)
+        if dataset == 'recall':
+            out[f'{split}_accuracy'] = right / asked
     model.train()
     return out
 
@@ -255,21 +297,29 @@ if master:
     os.makedirs(out_dir, exist_ok=True)
     metrics = open(os.path.join(out_dir, 'metrics.jsonl'), 'a')
 log(f"{raw_model.get_num_params() / 1e6:.2f}M parameters, layers {gptconf.layer_kinds()}, window {gptconf.sliding_window}, "
-    f"context {block_size}; {tokens_per_iter:,} tokens/iter on {world} x {device} in {dtype}; "
-    f"peak {peak_flops / 1e9:.0f} GFLOP/s (for MFU)")
+    f"context {block_size}; {world} x {device} in {dtype}; peak {peak_flops / 1e9:.0f} GFLOP/s (for MFU)")
 bar = tqdm(total=max_iters, initial=iter_num, disable=None if master else True, unit='it', dynamic_ncols=True)
 model.train()
-t0, step_losses = time.time(), []
+t0, step_losses, current = time.time(), [], None
 while True:
+    T, B = stage_at(iter_num)
+    tokens_per_iter = gradient_accumulation_steps * B * T
+    if (T, B) != current:
+        current = (T, B)
+        log(f"from iter {iter_num}: context {T}, {gradient_accumulation_steps} x {B} sequences, {tokens_per_iter:,} tokens/iter"
+            + (f", {recall_pairs_at(T)} pairs per sequence" if dataset == 'recall' else ''))
+        t0, step_losses = time.time(), []
     lr = get_lr(iter_num)
     for group in optimizer.param_groups:
         group['lr'] = lr
     if master and (iter_num % eval_interval == 0 or iter_num == max_iters):
         t_eval = time.time()
-        losses = estimate_loss()
+        losses = estimate_loss(T, B)
         best_val_loss = min(best_val_loss, losses['val'])
-        log(f"eval {iter_num}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f}")
-        metrics.write(json.dumps(dict(iter=iter_num, train_loss=losses['train'], val_loss=losses['val'])) + '\n')
+        log(f"eval {iter_num}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f}"
+            + (f", val accuracy {losses['val_accuracy']:.3f}" if dataset == 'recall' else ''))
+        metrics.write(json.dumps(dict(iter=iter_num, train_loss=losses['train'], val_loss=losses['val'],
+                                      **{k: v for k, v in losses.items() if k.endswith('accuracy')})) + '\n')
         metrics.flush()
         if iter_num > 0:
             save_checkpoint()
@@ -278,11 +328,11 @@ while True:
         break
 
     # one optimizer step over the global batch; every process draws it, each runs its own share
-    X_all, Y_all = get_batch('train', gradient_accumulation_steps * batch_size, data_rng, augment=True)
+    X_all, Y_all = get_batch('train', gradient_accumulation_steps * B, data_rng, T, augment=True)
     loss_sum = 0.0
     for micro_step in range(accum_per_rank):
-        k = (micro_step * world + rank) * batch_size
-        X, Y = X_all[k:k + batch_size], Y_all[k:k + batch_size]
+        k = (micro_step * world + rank) * B
+        X, Y = X_all[k:k + B], Y_all[k:k + B]
         if ddp:  # synchronise gradients on the last micro-step only
             model.require_backward_grad_sync = micro_step == accum_per_rank - 1
         with autocast:
@@ -306,7 +356,7 @@ while True:
             loss /= world
         dt = (time.time() - t0) / len(step_losses)
         tok_s = tokens_per_iter / dt
-        mfu = raw_model.estimate_mfu(tokens_per_iter / world, dt, peak_flops)
+        mfu = raw_model.estimate_mfu(tokens_per_iter / world, dt, peak_flops, T)
         log(f"iter {iter_num}: loss {loss.item():.4f}, lr {lr:.2e}, {tok_s:,.0f} tok/s, mfu {100 * mfu:.1f}%, {1000 * dt:.0f} ms/iter")
         bar.set_postfix(loss=f"{loss.item():.3f}", tok_s=f"{tok_s:,.0f}", mfu=f"{100 * mfu:.1f}%")
         if master:
