@@ -328,20 +328,28 @@ def print_grid(title, table):
         print(f"{L:>8} " + ' '.join(cell(row[d], 6) for d in depths) + '  ' + cell(mean(row.values()), 6))
 
 
+def draw_heatmap(ax, table, title, xlabel='needle depth', vmin=0, vmax=1, cmap='RdYlGn', fontsize=8):
+    """A {length: {depth: score}} table as a heat map on the matplotlib axis ax, each cell labelled."""
+    depths, lengths = list(next(iter(table.values()))), list(table)
+    ax.imshow([[np.nan if table[L][d] is None else table[L][d] for d in depths] for L in lengths],
+              vmin=vmin, vmax=vmax, cmap=cmap, aspect='auto')
+    ax.set_xticks(range(len(depths)), [f"{float(d):g}" for d in depths], fontsize=fontsize)
+    ax.set_yticks(range(len(lengths)), [f"{int(L):,}" for L in lengths], fontsize=fontsize)
+    ax.set_xlabel(xlabel, fontsize=fontsize)
+    ax.set_ylabel('context length (tokens)', fontsize=fontsize)
+    ax.set_title(title, fontsize=fontsize + 1)
+    for i, L in enumerate(lengths):
+        for j, d in enumerate(depths):
+            ax.text(j, i, '-' if table[L][d] is None else f"{table[L][d]:.2f}"[:4], ha='center', va='center',
+                    fontsize=fontsize - 1)
+
+
 def plot_heatmap(table, title, path, xlabel='needle depth'):
     import matplotlib
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
-    depths, lengths = list(next(iter(table.values()))), list(table)
-    fig, ax = plt.subplots(figsize=(1 + 0.7 * len(depths), 1 + 0.45 * len(lengths)))
-    ax.imshow([[np.nan if table[L][d] is None else table[L][d] for d in depths] for L in lengths],
-              vmin=0, vmax=1, cmap='RdYlGn', aspect='auto')
-    ax.set_xticks(range(len(depths)), [f"{d:g}" for d in depths])
-    ax.set_yticks(range(len(lengths)), [f"{L:,}" for L in lengths])
-    ax.set(xlabel=xlabel, ylabel='context length (tokens)', title=title)
-    for i, L in enumerate(lengths):
-        for j, d in enumerate(depths):
-            ax.text(j, i, cell(table[L][d], 0), ha='center', va='center', fontsize=8)
+    fig, ax = plt.subplots(figsize=(1 + 0.7 * len(next(iter(table.values()))), 1 + 0.45 * len(table)))
+    draw_heatmap(ax, table, title, xlabel)
     fig.tight_layout()
     fig.savefig(path, dpi=80)
     plt.close(fig)

@@ -292,3 +292,18 @@ def test_recall_checkpoint_trains_evaluates_and_analyses(tmp_path):
     p = run(sys.executable, 'analyze_attention.py', f'--out_dir={out}', '--recall_samples=4', '--plots=False')
     layers = json.load(open(os.path.join(out, 'attention.json')))['results']['40']['layers']
     assert [l['kind'] for l in layers] == ['S', 'S', 'S', 'N'] and sum(layers[3]['mass'].values()) == pytest.approx(1)
+
+
+def test_reproduce_recall_track_runs_end_to_end(tmp_path):
+    args = [sys.executable, 'reproduce.py', '--track=recall', '--variants=rope,rnope_swa_temp', '--seeds=2',
+            '--max_iters=3', f'--out_root={tmp_path}/out', f'--results={tmp_path}/results', '--eval_lengths=128,256']
+    p = run(*args)
+    assert p.stdout.count('$ python train.py config/recall.py') == 4 and '--nope_temperature=0.1' in p.stdout
+    table = open(tmp_path / 'results' / 'recall.md').read()
+    assert '| rope | `R` |' in table and '| rnope_swa_temp | `SSSN` +NoPE temp. β=0.1 |' in table
+    summary = json.load(open(tmp_path / 'results' / 'recall.json'))
+    assert summary['seeds'] == 2 and len(summary['variants']['rope']['accuracy']['256']) == 2
+    assert set(summary['variants']['rnope_swa_temp']['pair_mass']) == {'S', 'N'}
+    p = run(*args)  # everything is done already: nothing is trained or evaluated again
+    assert 'train.py' not in p.stdout and 'eval_long.py' not in p.stdout
+    assert open(tmp_path / 'results' / 'recall.md').read() == table

@@ -146,7 +146,7 @@ data_dir = os.path.join(DATA, dataset)
 if dataset == 'recall':
     meta = dict(vocab_size=RECALL_VOCAB, tokenizer=None)
     if min(T for _, T, _ in stages) < 6:
-        fail(f"a recall sequence needs at least 6 tokens (one pair): raise block_size")
+        fail("a recall sequence needs at least 6 tokens (one pair): raise block_size")
 elif not os.path.exists(os.path.join(data_dir, 'meta.json')):
     if dataset != 'shakespeare':
         fail(f"dataset {dataset!r} not found in {data_dir}: run python prepare_data.py --input=PATH --name={dataset}")
