@@ -179,15 +179,15 @@ def plot_distance(results, path):
 
 if __name__ == '__main__':
     out_dir = 'out-hybrid-long'
-    lengths = ()              # prompt lengths in tokens (--lengths=512,2048); () = the training length and 4 x it
-    samples = 4               # prompts per length (their needles at random depths)
-    sink = 10                 # the first tokens, counted as the 'begin' segment
+    lengths: '[1, inf)' = ()              # prompt lengths in tokens (--lengths=512,2048); () = the training length and 4 x it
+    samples: '[1, inf)' = 4               # prompts per length (their needles at random depths)
+    sink: '[0, inf)' = 10                 # the first tokens, counted as the 'begin' segment
     dataset = ''              # haystack text; '' = the checkpoint's dataset (held-out documents)
-    seed = 1234
+    seed: '[0, inf)' = 1234
     device = 'auto'
     dtype = 'float32'
-    recall_pairs = 0          # a recall checkpoint: pairs per sequence; 0 = as many as in training
-    recall_samples = 32       # a recall checkpoint: sequences per length
+    recall_pairs: '[0, 64]' = 0           # a recall checkpoint: pairs per sequence; 0 = as many as in training
+    recall_samples: '[1, inf)' = 32       # a recall checkpoint: sequences per length
     plots = True
     configure(globals())
 

@@ -38,24 +38,24 @@ from model import GPT, GPTConfig, attend, keep_freed_memory, matmul_peak_flops
 from prepare_data import write_atomic
 
 # the model: hybrid_long's size by default
-n_layer = 8
-n_head = 8
-n_kv_head = 2
-n_embd = 256
-sliding_window = 256
+n_layer: '[1, inf)' = 8
+n_head: '[1, inf)' = 8
+n_kv_head: '[1, inf)' = 2
+n_embd: '[2, inf)' = 256
+sliding_window: '[1, inf)' = 256
 patterns = ('SSSN', 'R')           # the hybrid and its full-attention twin
 # what to measure
 sections = 'train,attention,prefill,decode,recompute'
-train_lengths = (512, 2048, 8192)
-train_tokens = 4096                # tokens per training step (batch = train_tokens // T, at least 1)
-attn_lengths = (1024, 4096, 16384)
-attn_forward_length = 65536        # forward only, at this length
-prefill_lengths = (4096, 16384, 32768)
-prefill_chunk = 1024
-decode_lengths = (1024, 8192, 32768)
-decode_tokens = 16                 # tokens timed per decode measurement
-recompute_lengths = (1024, 8192)
-reps = 3                           # runs per measurement (median), after a warm-up; the longest run once
+train_lengths: '[1, inf)' = (512, 2048, 8192)
+train_tokens: '[1, inf)' = 4096           # tokens per training step (batch = train_tokens // T, at least 1)
+attn_lengths: '[1, inf)' = (1024, 4096, 16384)
+attn_forward_length: '[1, inf)' = 65536   # forward only, at this length
+prefill_lengths: '[1, inf)' = (4096, 16384, 32768)
+prefill_chunk: '[1, inf)' = 1024
+decode_lengths: '[1, inf)' = (1024, 8192, 32768)
+decode_tokens: '[1, inf)' = 16            # tokens timed per decode measurement
+recompute_lengths: '[1, inf)' = (1024, 8192)
+reps: '[1, inf)' = 3                      # runs per measurement (median), after a warm-up; the longest run once
 device = 'auto'
 dtype = 'float32'
 out = 'results/bench.json'

@@ -7,13 +7,23 @@ configure(globals()) to override them from the command line:
 Arguments apply left to right. A config/*.py file is plain Python that assigns some of the
 settings; --key=value sets one, the value read as a Python literal (strings may go bare:
 --init_from=resume; a list is a tuple: --lengths=512,2048). A setting keeps its default's type
-(an int may stand for a float, one value for a 1-tuple; a default of None takes any literal). Any mistake ends the program with one line on stderr.
+(an int may stand for a float, one value for a 1-tuple; a default of None takes any literal).
+
+A numeric setting declares its valid range once, as its annotation, in interval notation:
+
+    batch_size: '[1, inf)' = 2        # at least 1
+    retrieval_rate: '[0, 1]' = 0.1    # between 0 and 1, both included
+    learning_rate: '(0, inf)' = 2e-3  # above 0
+
+A tuple's every element must lie in the range; None is always allowed. Any mistake (an unknown setting,
+a wrong type, a value out of range, a missing file) ends the program with one line on stderr, exit code 2.
 """
 
 import ast
 import difflib
 import glob
 import os
+import re
 import sys
 import types
 
@@ -42,6 +52,15 @@ def checked(key, value, settings, source):
     if isinstance(default, tuple) and isinstance(value, (int, float, str)):
         return (value,)  # --lengths=512 means the 1-tuple (512,); --lengths=512,2048 parses as a tuple
     fail(f"{key} in {source} expects {type(default).__name__} (default {default!r}), got {value!r}")
+
+
+def in_range(value, interval):
+    """Whether the number value lies in an interval such as '[1, inf)': [ ] include their end, ( ) exclude it."""
+    m = re.fullmatch(r'\s*([\[(])\s*([^,]+?)\s*,\s*([^,]+?)\s*([\])])\s*', interval)
+    if not m:
+        raise ValueError(f"{interval!r} is not an interval like '[1, inf)'")
+    lo, hi = float(m.group(2)), float(m.group(3))
+    return (value >= lo if m.group(1) == '[' else value > lo) and (value <= hi if m.group(4) == ']' else value < hi)
 
 
 def configure(settings, argv=None):
@@ -79,5 +98,10 @@ def configure(settings, argv=None):
                     continue
                 changed[key] = checked(key, value, known, arg)
         known.update(changed)
+    for key, interval in settings.get('__annotations__', {}).items():  # every setting's range, final values only
+        value = known[key]
+        for v in value if isinstance(value, tuple) else (value,):
+            if v is not None and not (isinstance(v, (int, float)) and not isinstance(v, bool) and in_range(v, interval)):
+                fail(f"{key}={value!r} is out of range: it must be in {interval}")
     settings.update(changed)
     return known

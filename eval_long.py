@@ -33,6 +33,7 @@ import math
 import os
 import re
 import sys
+import time
 
 import numpy as np
 import torch
@@ -221,11 +222,22 @@ def load_model(out_dir, device, dtype):
 
 
 @torch.no_grad()
-def greedy(model, enc, prompts, max_new_tokens, prefill_chunk):
-    """Greedy continuations (strings) of a batch of equal-length prompts (B, T), through the KV cache."""
-    x = torch.as_tensor(np.stack(prompts), device=model.lm_head.weight.device)
-    new = torch.cat(list(model.stream(x, max_new_tokens, temperature=0, prefill_chunk=prefill_chunk)), dim=1)
-    return [enc.decode(row) for row in new.tolist()]
+def answers(model, enc, prompts, max_new_tokens, prefill_chunk, values=None, rng=None):
+    """The greedy continuations (strings) of prompts [(T,), ...] and, given each needle's value, the retrieval
+    gains (else None). Each prompt is prefilled once, up to its last token; the gain's two teacher-forced
+    answers continue from copies of that cache, and the greedy decoding from the cache itself."""
+    device, dtype = model.lm_head.weight.device, model.lm_head.weight.dtype
+    texts, gains = [], [] if values is not None else None
+    for i, prompt in enumerate(prompts):
+        x = torch.as_tensor(prompt[None], device=device)
+        cache = model.new_cache(1, x.size(1) + max(max_new_tokens, 16), dtype, device)
+        for chunk in x[:, :-1].split(prefill_chunk, dim=1):
+            model.hidden(chunk, cache)
+        if values is not None:
+            gains.append(answer_gain(model, enc, cache, x[:, -1:], values[i], rng))
+        new = torch.cat(list(model.stream(x[:, -1:], max_new_tokens, temperature=0, cache=cache)), dim=1)
+        texts.append(enc.decode(new[0].tolist()))
+    return texts, gains
 
 
 @torch.no_grad()
@@ -246,22 +258,19 @@ def held_out_text(dataset):
 
 
 @torch.no_grad()
-def answer_gain(model, enc, prompt, value, rng, prefill_chunk):
+def answer_gain(model, enc, cache, last, value, rng):
     """Retrieval gain in nats: how much likelier the model finds the needle's value than another number
     with as many digits, right after the prompt: NLL(other) - NLL(value), both teacher-forced. About 0
     when the needle is not used, positive when it is: finer than exact match, for models too small or
-    too briefly trained to answer outright."""
+    too briefly trained to answer outright. cache holds the prompt but its last token, last (1, 1); both
+    answers continue from copies of it, so the cache itself is left as it was."""
     other = value
     while other == value:
         other = str(rng.integers(10 ** (len(value) - 1), 10 ** len(value)))
-    x = torch.as_tensor(prompt[None], device=model.lm_head.weight.device)
-    cache = model.new_cache(1, len(prompt) + 16, model.lm_head.weight.dtype, x.device)
-    for chunk in x.split(prefill_chunk, dim=1):
-        h = model.hidden(chunk, cache)
     nll = []
-    for v, c in ((value, copy.deepcopy(cache)), (other, cache)):  # both continue the same prefilled prompt
-        ans = torch.tensor([enc.encode_ordinary(' ' + v)], device=x.device)
-        hs = torch.cat([h[:, -1:], model.hidden(ans[:, :-1], c)], dim=1)  # the states that predict each answer token
+    for v in (value, other):
+        ans = torch.tensor([enc.encode_ordinary(' ' + v)], device=last.device)
+        hs = model.hidden(torch.cat([last, ans[:, :-1]], dim=1), copy.deepcopy(cache))  # the states that predict each answer token
         nll.append(F.cross_entropy(model.lm_head(hs)[0].float(), ans[0], reduction='sum').item())
     return nll[1] - nll[0]
 
@@ -284,10 +293,11 @@ def grid(model, enc, task, hays, lengths, depths, samples, rng, prefill_chunk, e
                     if gain:
                         gains[L][d] = None
                     continue
-                texts = greedy(model, enc, [m[0] for m in made], made[0][3], prefill_chunk)
+                texts, g = answers(model, enc, [m[0] for m in made], made[0][3], prefill_chunk,
+                                   [m[1][0] for m in made] if gain else None, rng)
                 scores[L][d] = float(np.mean([score(t, m[1], exact) for t, m in zip(texts, made)]))
                 if gain:
-                    gains[L][d] = float(np.mean([answer_gain(model, enc, m[0], m[1][0], rng, prefill_chunk) for m in made]))
+                    gains[L][d] = float(np.mean(g))
     return scores, gains
 
 
@@ -384,23 +394,28 @@ def have_matplotlib():
 if __name__ == '__main__':
     out_dir = 'out-hybrid-long'
     tasks = ''                # comma-separated; '' = every task of the checkpoint's kind (see above)
-    lengths = ()              # prompt lengths in tokens (--lengths=512,2048); () = 0.5, 1, 2, 4 and 8 x the training length
-    depths = (0.0, 0.25, 0.5, 0.75, 1.0)  # where the needle sits: 0 = the start of the context, 1 = the end
-    samples = 4               # prompts per grid cell, and per RULER task and length
+    lengths: '[1, inf)' = ()              # prompt lengths in tokens (--lengths=512,2048); () = 0.5, 1, 2, 4 and 8 x the training length
+    depths: '[0, 1]' = (0.0, 0.25, 0.5, 0.75, 1.0)  # where the needle sits: 0 = the start of the context, 1 = the end
+    samples: '[1, inf)' = 4               # prompts per grid cell, and per RULER task and length
     gain = True               # also the retrieval gain (answer log-likelihoods) of passkey and niah prompts
-    ppl_windows = 16          # windows of held-out text for the loss by position
-    ppl_buckets = 16          # position buckets of the loss-by-position curve (log-spaced)
-    short_windows = 64        # windows of the training length for the short-context loss
+    ppl_windows: '[1, inf)' = 16          # windows of held-out text for the loss by position
+    ppl_buckets: '[1, inf)' = 16          # position buckets of the loss-by-position curve (log-spaced)
+    short_windows: '[1, inf)' = 64        # windows of the training length for the short-context loss
     dataset = ''              # held-out documents for niah/ppl/short; '' = the checkpoint's dataset
-    seed = 1234
+    seed: '[0, inf)' = 1234
     device = 'auto'
     dtype = 'float32'
-    prefill_chunk = 1024
-    recall_pairs = 0          # recall: key-value pairs per sequence; 0 = as many as in training
-    recall_samples = 256      # recall: sequences per length
-    recall_bins = 10          # recall: depth bins of the heat map
+    prefill_chunk: '[1, inf)' = 1024
+    recall_pairs: '[0, 64]' = 0           # recall: key-value pairs per sequence; 0 = as many as in training
+    recall_samples: '[1, inf)' = 256      # recall: sequences per length
+    recall_bins: '[1, inf)' = 10          # recall: depth bins of the heat map
     plots = True              # PNGs when matplotlib is installed
     configure(globals())
+    sys.stdout.reconfigure(line_buffering=True)  # every line as it is printed, also into a file or a pipe
+    t_start = time.time()
+
+    def took(what):
+        return f"{what} took {time.time() - t_start:.0f} s since the start"
 
     if not all(type(L) is int and L > 0 for L in lengths) or not all(0 <= d <= 1 for d in depths):
         fail(f"lengths={lengths} must be positive integers and depths={depths} numbers in [0, 1], e.g. --lengths=512,2048")
@@ -463,10 +478,12 @@ if __name__ == '__main__':
         results['passkey'], results['passkey_gain'] = grid(model, enc, task_passkey, hays, L_list, D_list, samples, rng(),
                                                            prefill_chunk, exact=True, gain=gain, desc='passkey')
         print_grid('passkey retrieval, exact match', results['passkey'])
+        print(took('passkey'))
     if 'niah' in wanted:
         results['niah'], results['niah_gain'] = grid(model, enc, task_niah, hays, L_list, D_list, samples, rng(),
                                                      prefill_chunk, gain=gain, desc='niah')
         print_grid('needle in a haystack (held-out text), substring match', results['niah'])
+        print(took('niah'))
     for task in ('passkey', 'niah'):
         if results.get(f'{task}_gain'):
             print_grid(f'{task}: retrieval gain, NLL(another number) - NLL(the needle\'s), nats', results[f'{task}_gain'])
@@ -478,6 +495,7 @@ if __name__ == '__main__':
         print(f"{'task':>10} " + ' '.join(f"{L:>7}" for L in L_list))
         for name, row in results['ruler'].items():
             print(f"{name:>10} " + ' '.join(cell(row[L], 7) for L in L_list))
+        print(took('ruler'))
 
     if 'ppl' in wanted:
         # Windows of the longest length at random starts in the held-out text: the loss at position p
@@ -495,6 +513,7 @@ if __name__ == '__main__':
         print(f"\nloss by position over {ppl_windows} windows of held-out text (nats/token)")
         print('   mean over the first L tokens: ' + ', '.join(f"{L}: {v:.3f}" for L, v in results['ppl']['by_length'].items()))
         print('   by position: ' + ', '.join(f"[{a},{b}) {v:.2f}" for a, b, v in results['ppl']['buckets']))
+        print(took('ppl'))
     if 'short' in wanted:
         val = hays['text'].tokens
         starts = rng().integers(0, len(val) - T - 1, short_windows)
@@ -502,6 +521,7 @@ if __name__ == '__main__':
         rows = max(1, 4096 // min(T, prefill_chunk))  # windows per pass: logits of at most 4096 tokens at a time
         results['short_val_loss'] = torch.cat([token_losses(model, b, prefill_chunk) for b in x.split(rows)]).mean().item()
         print(f"\nshort context: validation loss at the training length {T}: {results['short_val_loss']:.4f}")
+        print(took('short'))
 
     path = os.path.join(out_dir, 'eval_long.json')
     write_atomic(path, lambda tmp: json.dump(results, open(tmp, 'w'), indent=1))

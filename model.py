@@ -238,6 +238,56 @@ class KVCache:
 
 
 # -----------------------------------------------------------------------------
+# The loss, without the logits of the whole batch
+
+LOSS_CHUNK = 2 ** 24  # logits per chunk: 64 MiB in float32 (333 tokens of GPT-2's vocabulary)
+
+
+class ChunkedCrossEntropy(torch.autograd.Function):
+    """Mean cross-entropy of the logits h @ weight^T against targets, computed LOSS_CHUNK logits at a time.
+    The forward pass also computes both gradients, chunk by chunk, and keeps only them: they are the size
+    of h (N, C) and of weight (V, C), never N x V. So memory no longer grows with tokens x vocabulary, and
+    the work is that of the plain loss (each chunk's logits made once, used for the loss and the gradients).
+    h (N, C), weight (V, C), targets (N,) all valid -> a scalar."""
+
+    @staticmethod
+    def forward(ctx, h, weight, targets):
+        N, V = h.size(0), weight.size(0)
+        chunk = max(1, LOSS_CHUNK // V)
+        needs_grad = ctx.needs_input_grad[0] or ctx.needs_input_grad[1]
+        # under autocast (bf16 on a GPU) the matmuls run in that type, and everything is summed in float32
+        dev = h.device.type
+        dtype = torch.get_autocast_dtype(dev) if torch.is_autocast_enabled(dev) else weight.dtype
+        loss = torch.zeros((), device=h.device)
+        grad_h = torch.empty_like(h) if needs_grad else None
+        grad_w = torch.zeros(weight.shape, device=weight.device) if needs_grad else None
+        with torch.autocast(dev, enabled=False):
+            w = weight.to(dtype)
+            for s in range(0, N, chunk):
+                hc, t = h[s:s + chunk].to(dtype), targets[s:s + chunk]
+                logits = (hc @ w.t()).float()                               # (c, V): the only logits alive
+                lse = logits.logsumexp(dim=-1)
+                loss += (lse - logits.gather(1, t[:, None]).squeeze(1)).sum()
+                if needs_grad:  # d loss / d logits = softmax - one_hot(target), over N
+                    g = logits.sub_(lse[:, None]).exp_()                    # the softmax, in place
+                    g[torch.arange(len(t), device=t.device), t] -= 1
+                    g /= max(N, 1)
+                    grad_h[s:s + chunk] = g.to(dtype) @ w                   # (c, C)
+                    if dtype == grad_w.dtype:
+                        grad_w.addmm_(g.t(), hc)                            # (V, C), summed in place
+                    else:
+                        grad_w += (g.t().to(dtype) @ hc).float()
+        ctx.save_for_backward(grad_h, grad_w)
+        ctx.weight_dtype = weight.dtype
+        return loss / max(N, 1)
+
+    @staticmethod
+    def backward(ctx, grad_loss):
+        grad_h, grad_w = ctx.saved_tensors
+        return grad_h * grad_loss, (grad_w * grad_loss).to(ctx.weight_dtype), None
+
+
+# -----------------------------------------------------------------------------
 # The transformer
 
 class RMSNorm(nn.Module):
@@ -402,13 +452,15 @@ class GPT(nn.Module):
         return self.transformer.ln_f(x)
 
     def forward(self, idx, targets=None):
-        """idx (B, T) token ids, any T (block_size is not a limit) -> logits (B, T, vocab_size)
-        and, given targets (B, T), the mean cross-entropy loss (targets of -1 are ignored)."""
-        logits = self.lm_head(self.hidden(idx))
-        loss = None
-        if targets is not None:
-            loss = F.cross_entropy(logits.flatten(0, 1).float(), targets.reshape(-1), ignore_index=-1)
-        return logits, loss
+        """idx (B, T) token ids, any T (block_size is not a limit).
+        Without targets: (logits (B, T, vocab_size), None).
+        With targets (B, T), -1 = ignored: (None, the mean cross-entropy). Only the loss: the logits of a
+        training batch (2 x 2048 tokens x 50k vocabulary = 0.8 GB in float32) are never made in full."""
+        h = self.hidden(idx)
+        if targets is None:
+            return self.lm_head(h), None
+        keep = targets.reshape(-1) >= 0  # only positions with a target are scored (recall: 8 in 128)
+        return None, ChunkedCrossEntropy.apply(h.flatten(0, 1)[keep], self.lm_head.weight, targets.reshape(-1)[keep])
 
     def new_cache(self, batch, max_len, dtype, device):
         """One KVCache per layer for sequences of up to max_len tokens: max_len slots for

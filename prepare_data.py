@@ -262,9 +262,9 @@ if __name__ == '__main__':
     name = ''             # the dataset's name under data/; '' = 'shakespeare' or the input's base name
     encoding = 'gpt2'     # a tiktoken encoding; 'gpt2' ships with the repo and works offline
     text_field = 'text'   # the field holding the text in a .jsonl input
-    val_fraction = 0.1
-    seed = 1337
-    num_threads = 0       # tokenizer threads; 0 = every core
+    val_fraction: '(0, 1)' = 0.1
+    seed: '[0, inf)' = 1337
+    num_threads: '[0, inf)' = 0           # tokenizer threads; 0 = every core
     from configurator import configure
     configure(globals())
     if input:

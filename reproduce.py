@@ -46,13 +46,13 @@ TRACKS = dict(text=('config/repro.py', VARIANTS, 'out-repro'), recall=('config/r
 
 track = 'text'                  # 'text' or 'recall'
 variants = ''                   # which to run, comma-separated; '' = every variant of the track
-seeds = 3                       # recall track: seeds per variant (1337, 1338, ...)
-max_iters = 0                   # 0 = the track's config budget
+seeds: '[1, inf)' = 3                     # recall track: seeds per variant (1337, 1338, ...)
+max_iters: '[0, inf)' = 0                 # 0 = the track's config budget
 dataset = 'shakespeare'         # text track: the training text
 out_root = ''                   # checkpoints and evaluations: out_root/<run>/; '' = out-repro or out-recall
 results = 'results'             # where the logs, the tables and the plots go
-eval_samples = 4                # text track: prompts per eval grid cell
-eval_lengths = ()               # eval_long.py's --lengths; () = its default (0.5x-8x text, 1x-16x recall)
+eval_samples: '[1, inf)' = 4              # text track: prompts per eval grid cell
+eval_lengths: '[1, inf)' = ()             # eval_long.py's --lengths; () = its default (0.5x-8x text, 1x-16x recall)
 configure(globals())
 python = sys.executable
 os.chdir(os.path.dirname(os.path.abspath(__file__)))  # the scripts, config/ and out_root are relative to the repo

@@ -22,15 +22,15 @@ from prepare_data import get_tokenizer
 
 out_dir = 'out-hybrid-long'
 start = '\n'              # the prompt, or FILE:path to read it from a file
-num_samples = 1
-max_new_tokens = 200
-temperature = 0.8         # 0 = greedy
-top_k = 200               # 0 = no limit
-seed = 1337
+num_samples: '[1, inf)' = 1
+max_new_tokens: '[1, inf)' = 200
+temperature: '[0, inf)' = 0.8             # 0 = greedy
+top_k: '[0, inf)' = 200                   # 0 = no limit
+seed: '[0, inf)' = 1337
 device = 'auto'           # 'auto', 'cpu', 'cuda', 'mps'
 dtype = 'auto'            # 'auto': bfloat16 on a GPU that has it, else float32
 compile = False           # torch.compile the trunk: it recompiles as positions advance, and on the CPU decoding got slower
-prefill_chunk = 1024      # prompt tokens per prefill step: bounds activation memory
+prefill_chunk: '[1, inf)' = 1024          # prompt tokens per prefill step: bounds activation memory
 configure(globals())
 
 if device == 'auto':

@@ -6,7 +6,6 @@ import json
 import math
 import os
 import re
-import sys
 from collections import Counter
 
 import numpy as np
@@ -18,7 +17,7 @@ from analyze_attention import SEGMENTS, analyze, needle_batch, needle_prompt
 from eval_long import RULER_TASKS, Haystack, grid, score, task_niah, task_passkey
 from model import GPT, GPTConfig
 from prepare_data import builtin_corpus, get_tokenizer, recall_batch
-from test_train import DATASET, dataset, run  # noqa: F401 (dataset is a fixture)
+from conftest import DATASET, run
 
 ENC = get_tokenizer('gpt2')
 TASKS = dict(passkey=task_passkey, niah=task_niah, **RULER_TASKS)
@@ -66,7 +65,7 @@ def test_passkey_exact_match():
     assert score(' 1 and 3', ['1', '2', '3', '4']) == 0.5     # partial credit for multi-answer tasks
 
 
-def copying_model(model, enc, prompts, max_new_tokens, prefill_chunk):
+def copying_model(model, enc, prompts, max_new_tokens, prefill_chunk, values=None, rng=None):
     """A stand-in for a perfect model: answer by reading the needle the question asks about."""
     out = []
     for p in prompts:
@@ -74,17 +73,17 @@ def copying_model(model, enc, prompts, max_new_tokens, prefill_chunk):
         key = re.search(r'number for (\S+) mentioned in the provided text is$', text)
         value = re.search(rf'numbers for {re.escape(key.group(1))} is: (\d+)' if key else r'pass key is (\d+)', text)
         out.append(f" {value.group(1)}.")
-    return out
+    return out, None
 
 
-def noise_model(model, enc, prompts, max_new_tokens, prefill_chunk):
-    return [' ' + ''.join(np.random.default_rng(len(p)).choice(list('0123456789 ,.'), 12)) for p in prompts]
+def noise_model(model, enc, prompts, max_new_tokens, prefill_chunk, values=None, rng=None):
+    return [' ' + ''.join(np.random.default_rng(len(p)).choice(list('0123456789 ,.'), 12)) for p in prompts], None
 
 
 @pytest.mark.parametrize('task', [task_passkey, task_niah, RULER_TASKS['multikey']])
 def test_a_copying_model_scores_one_and_noise_zero(task, hays, monkeypatch):
     for fake, expected in [(copying_model, 1.0), (noise_model, 0.0)]:
-        monkeypatch.setattr(eval_long, 'greedy', fake)
+        monkeypatch.setattr(eval_long, 'answers', fake)
         table, _ = grid(None, ENC, task, hays, [300, 600], [0.0, 0.5, 1.0], 3, np.random.default_rng(2), 64,
                         exact=task is task_passkey)
         assert all(v == expected for row in table.values() for v in row.values())
@@ -92,10 +91,11 @@ def test_a_copying_model_scores_one_and_noise_zero(task, hays, monkeypatch):
 
 def test_answer_gain_equals_full_forward(hays):
     """The gain from one prefill and two cached continuations equals the NLL difference of the two whole
-    sequences through the plain forward pass."""
+    sequences through the plain forward pass; the greedy answer after it equals the uncached one."""
     model = tiny_model('SN', window=16)
     tokens, [value], _, _ = task_niah(ENC, hays, 200, 0.5, np.random.default_rng(6))
-    gain = eval_long.answer_gain(model, ENC, tokens, value, np.random.default_rng(7), prefill_chunk=64)
+    [text], [gain] = eval_long.answers(model, ENC, [tokens], 5, 64, [value], np.random.default_rng(7))
+    assert ENC.decode(model.generate(torch.tensor([tokens.tolist()]), 5, temperature=0)[0, 200:].tolist()) == text
     rng, other = np.random.default_rng(7), value
     while other == value:
         other = str(rng.integers(10 ** (len(value) - 1), 10 ** len(value)))
@@ -153,7 +153,7 @@ def test_eval_and_analysis_run_end_to_end(dataset, tmp_path):
     model = tiny_model('SSN', window=32)
     torch.save(dict(model=model.state_dict(), model_args=vars(model.config), tokenizer='gpt2',
                     config=dict(dataset=DATASET)), tmp_path / 'ckpt.pt')
-    p = run('python', 'eval_long.py', f'--out_dir={tmp_path}', '--lengths=128,512', '--depths=0,1', '--samples=2',
+    p = run('eval_long.py', f'--out_dir={tmp_path}', '--lengths=128,512', '--depths=0,1', '--samples=2',
             '--plots=False', '--prefill_chunk=100')
     assert 'passkey retrieval' in p.stdout and 'RULER' in p.stdout and 'loss by position' in p.stdout
     results = json.load(open(tmp_path / 'eval_long.json'))
@@ -162,14 +162,14 @@ def test_eval_and_analysis_run_end_to_end(dataset, tmp_path):
     assert results['ruler']['vt']['128'] is None  # too short for five variables and the question: shown as '-'
     assert all(isinstance(v, float) for row in results['niah_gain'].values() for v in row.values())
     assert 10 < results['short_val_loss'] < 11.5  # an untrained model: about ln(50257) = 10.8
-    p = run('python', 'analyze_attention.py', f'--out_dir={tmp_path}', '--lengths=200', '--samples=2', '--plots=False')
+    p = run('analyze_attention.py', f'--out_dir={tmp_path}', '--lengths=200', '--samples=2', '--plots=False')
     layers = json.load(open(tmp_path / 'attention.json'))['results']['200']['layers']
     assert [l['kind'] for l in layers] == ['S', 'S', 'N']
 
 
 def test_eval_bad_input_is_one_line(tmp_path):
     for args in (['--out_dir=' + str(tmp_path)], ['--tasks=passkey,foo'], ['--lengths=0.5']):
-        p = run('python', 'eval_long.py', *args, ok=False)
+        p = run('eval_long.py', *args, ok=False)
         assert p.returncode != 0 and p.stderr.count('\n') == 1 and p.stderr.startswith('error:'), p.stderr
 
 
@@ -196,7 +196,7 @@ def test_attention_analysis_of_one_hot_attention(target, hays, monkeypatch):
 
 
 def test_reproduce_trains_evaluates_and_tabulates(dataset, tmp_path):
-    args = ['python', 'reproduce.py', '--variants=rnope_swa', '--max_iters=2', f'--dataset={DATASET}',
+    args = ['reproduce.py', '--variants=rnope_swa', '--max_iters=2', f'--dataset={DATASET}',
             f'--out_root={tmp_path}/out', f'--results={tmp_path}/results', '--eval_samples=1', '--eval_lengths=128,256,512']
     p = run(*args)
     table = open(tmp_path / 'results' / 'results.md').read()
@@ -281,21 +281,21 @@ def test_recall_attention_segments(tmp_path):
 def test_recall_checkpoint_trains_evaluates_and_analyses(tmp_path):
     """train.py with dataset='recall' and stages, then eval_long.py and analyze_attention.py on its checkpoint."""
     out = str(tmp_path / 'r')
-    p = run(sys.executable, 'train.py', 'config/recall.py', f'--out_dir={out}', '--max_iters=6', '--eval_interval=3',
+    p = run('train.py', 'config/recall.py', f'--out_dir={out}', '--max_iters=6', '--eval_interval=3',
             '--eval_iters=1', '--log_interval=1', '--peak_flops=1e9', '--stages=((0, 10, 8), (3, 40, 4))')
     assert 'from iter 0: context 10' in p.stdout and 'from iter 3: context 40' in p.stdout and '2 pairs' in p.stdout
     assert re.search(r'^eval 6: .* val accuracy [\d.]+$', p.stdout, re.M)
-    p = run(sys.executable, 'eval_long.py', f'--out_dir={out}', '--recall_samples=8', '--plots=False')
+    p = run('eval_long.py', f'--out_dir={out}', '--recall_samples=8', '--plots=False')
     results = json.load(open(os.path.join(out, 'eval_long.json')))
     assert results['lengths'] == [40, 80, 160, 320, 640] and results['pairs'] == 8
     assert all(0 <= r['accuracy'] <= 1 for r in results['recall'].values())
-    p = run(sys.executable, 'analyze_attention.py', f'--out_dir={out}', '--recall_samples=4', '--plots=False')
+    p = run('analyze_attention.py', f'--out_dir={out}', '--recall_samples=4', '--plots=False')
     layers = json.load(open(os.path.join(out, 'attention.json')))['results']['40']['layers']
     assert [l['kind'] for l in layers] == ['S', 'S', 'S', 'N'] and sum(layers[3]['mass'].values()) == pytest.approx(1)
 
 
 def test_reproduce_recall_track_runs_end_to_end(tmp_path):
-    args = [sys.executable, 'reproduce.py', '--track=recall', '--variants=rope,rnope_swa_temp', '--seeds=2',
+    args = ['reproduce.py', '--track=recall', '--variants=rope,rnope_swa_temp', '--seeds=2',
             '--max_iters=3', f'--out_root={tmp_path}/out', f'--results={tmp_path}/results', '--eval_lengths=128,256']
     p = run(*args)
     assert p.stdout.count('$ python train.py config/recall.py') == 4 and '--nope_temperature=0.1' in p.stdout

@@ -7,6 +7,7 @@ import copy
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from model import GPT, GPTConfig, KVCache, attend, reference_attention, sliding_window_blocked, sliding_window_flex, visible
 
@@ -46,9 +47,9 @@ def test_model_matches_reference_outputs_and_gradients(pattern, qk_norm):
     model = make(pattern, qk_norm=qk_norm).train()
     ref = with_reference(model).train()
     idx, targets = tokens(45), tokens(45, seed=2)  # 45 > block_size and not a multiple of the window (8)
-    logits, loss = model(idx, targets)
-    ref_logits, ref_loss = ref(idx, targets)
-    torch.testing.assert_close(logits, ref_logits, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(model(idx)[0], ref(idx)[0], atol=1e-5, rtol=1e-5)
+    loss, ref_loss = model(idx, targets)[1], ref(idx, targets)[1]
+    torch.testing.assert_close(loss, ref_loss, atol=1e-5, rtol=1e-5)
     loss.backward()
     ref_loss.backward()
     for (name, p), q in zip(model.named_parameters(), ref.parameters()):
@@ -176,8 +177,8 @@ def test_gqa_shapes_and_long_inputs():
     assert attn.q_proj.weight.shape == (32, 32) and attn.k_proj.weight.shape == (8, 32)
     assert attn.v_proj.weight.shape == (8, 32)
     idx = tokens(3 * model.config.block_size + 5)  # far beyond block_size
-    logits, loss = model(idx, idx)
-    assert logits.shape == (2, idx.size(1), V) and torch.isfinite(loss)
+    (logits, _), (no_logits, loss) = model(idx), model(idx, idx)
+    assert logits.shape == (2, idx.size(1), V) and no_logits is None and torch.isfinite(loss)
     cache = model.new_cache(2, 100, torch.float32, 'cpu')
     caps = [c.k.shape[2] for c in cache]
     assert caps == [8, 8, 8, 100]  # 'S' layers hold their window only
@@ -307,9 +308,8 @@ def test_nope_temperature_matches_reference_in_every_path():
     model = make('SSSN', nope_temperature=0.5, nope_temperature_floor=4).train()
     ref = with_reference(model).train()
     idx, targets = tokens(45), tokens(45, seed=2)
-    logits, loss = model(idx, targets)
-    ref_logits, ref_loss = ref(idx, targets)
-    torch.testing.assert_close(logits, ref_logits, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(model(idx)[0], ref(idx)[0], atol=1e-5, rtol=1e-5)
+    loss, ref_loss = model(idx, targets)[1], ref(idx, targets)[1]
     loss.backward()
     ref_loss.backward()
     for (name, p), q in zip(model.named_parameters(), ref.parameters()):
@@ -337,3 +337,106 @@ def test_nope_temperature_off_is_the_identity_and_on_touches_only_nope_layers():
             assert (hot - plain).abs().max() > 1e-3
         else:
             assert torch.equal(hot, plain)
+
+
+# --- the loss without the full logits --------------------------------------------------
+
+def test_chunked_loss_and_gradients_equal_the_plain_ones(monkeypatch):
+    import model as model_module
+    monkeypatch.setattr(model_module, 'LOSS_CHUNK', V * 16)  # 16 tokens per chunk: 6 chunks of 90 tokens
+    model = make('SSSN').train()
+    idx, targets = tokens(45), tokens(45, seed=2)
+    targets[0, :7] = -1  # ignored targets are left out, as F.cross_entropy's ignore_index does
+    loss = model(idx, targets)[1]
+    grads = torch.autograd.grad(loss, list(model.parameters()))
+    logits = model(idx)[0]
+    plain = torch.nn.functional.cross_entropy(logits.flatten(0, 1), targets.flatten(), ignore_index=-1)
+    torch.testing.assert_close(loss, plain, atol=1e-6, rtol=1e-6)
+    for g, p in zip(grads, torch.autograd.grad(plain, list(model.parameters()))):
+        torch.testing.assert_close(g, p, atol=1e-6, rtol=1e-5)
+
+
+def largest_tensor_made_by(step):
+    """The most elements of any tensor an operation creates while step() runs."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class Largest(TorchDispatchMode):
+        most = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            out = func(*args, **(kwargs or {}))
+            for t in (out if isinstance(out, (tuple, list)) else [out]):
+                if isinstance(t, torch.Tensor):
+                    Largest.most = max(Largest.most, t.numel())
+            return out
+    with Largest():
+        step()
+    return Largest.most
+
+
+def test_training_memory_does_not_grow_with_tokens_times_vocabulary(monkeypatch):
+    """The plain loss makes (tokens x vocab) logits, softmax and gradient; the chunked one never makes a tensor
+    bigger than the weights, one chunk of logits or the activations, however many tokens and however large
+    the vocabulary. (A chunk of 2**16 logits here, so that a batch's logits span many chunks.)"""
+    import model as model_module
+    monkeypatch.setattr(model_module, 'LOSS_CHUNK', 2 ** 16)
+    for vocab, T in [(4096, 256), (4096, 1024), (16384, 1024)]:
+        torch.manual_seed(0)
+        model = GPT(GPTConfig(block_size=T, vocab_size=vocab, n_layer=2, n_head=2, n_embd=16, layer_pattern='SN',
+                              sliding_window=16))
+        idx = torch.randint(0, vocab, (2, T))
+        bound = max(vocab * 16, 2 ** 16, 2 * T * 64)  # the embedding, one chunk, the MLP's activations
+        assert largest_tensor_made_by(lambda: model(idx, idx)[1].backward()) <= bound < 2 * T * vocab
+
+        def plain():
+            F.cross_entropy(model(idx)[0].flatten(0, 1), idx.flatten()).backward()
+        assert largest_tensor_made_by(plain) >= 2 * T * vocab  # what the test would catch
+
+
+# --- the CUDA paths (run by .ci/gpu on a machine with a GPU; skipped elsewhere) ---------------------
+
+cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason='needs a CUDA GPU (.ci/gpu runs these)')
+
+
+@cuda
+@pytest.mark.parametrize('T,window', [(256, 64), (1000, 128), (4096, 1024)])
+def test_compiled_flex_attention_matches_reference_on_cuda(T, window):
+    """The 'S' layers' CUDA kernel, FlexAttention compiled with its block-sparse mask, forward and backward."""
+    torch.manual_seed(T)
+    q = torch.randn(2, 8, T, 64, device='cuda', requires_grad=True)
+    k, v = (torch.randn(2, 2, T, 64, device='cuda', requires_grad=True) for _ in range(2))
+    pos = torch.arange(T, device='cuda')
+    ref = reference_attention(q, k, v, visible(pos, pos, window))
+    got = attend(q, k, v, pos, pos, window)  # on CUDA: sliding_window_flex, compiled
+    torch.testing.assert_close(got, ref, atol=2e-3, rtol=2e-3)
+    g = torch.randn_like(ref)
+    for a, b in zip(torch.autograd.grad(got, (q, k, v), g), torch.autograd.grad(ref, (q, k, v), g)):
+        torch.testing.assert_close(a, b, atol=2e-3, rtol=2e-3)
+
+
+@cuda
+def test_sdpa_flash_kernel_matches_reference_on_cuda():
+    """Full causal layers take SDPA's flash kernel on CUDA (bf16): forced here, so a fallback cannot hide it."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+    torch.manual_seed(0)
+    q = torch.randn(2, 8, 1024, 64, device='cuda', dtype=torch.bfloat16, requires_grad=True)
+    k, v = (torch.randn(2, 2, 1024, 64, device='cuda', dtype=torch.bfloat16, requires_grad=True) for _ in range(2))
+    pos = torch.arange(1024, device='cuda')
+    ref = reference_attention(q.float(), k.float(), v.float(), visible(pos, pos, None))
+    with sdpa_kernel(SDPBackend.FLASH_ATTENTION):
+        got = attend(q, k, v, pos, pos, None)
+        got.float().sum().backward()
+    torch.testing.assert_close(got.float(), ref, atol=2e-2, rtol=2e-2)
+    assert q.grad is not None and torch.isfinite(q.grad).all()
+
+
+@cuda
+@pytest.mark.parametrize('pattern', ['SSSN', 'R', 'N'])
+def test_model_on_cuda_matches_reference_and_decodes_like_recomputation(pattern):
+    model = make(pattern, n_embd=64, n_head=4, sliding_window=16, block_size=64).cuda()
+    ref = with_reference(model)
+    idx = tokens(200).cuda()
+    torch.testing.assert_close(model(idx)[0], ref(idx)[0], atol=1e-3, rtol=1e-3)  # float32, TF32 off by default
+    loss, ref_loss = model(idx, idx)[1], ref(idx, idx)[1]
+    torch.testing.assert_close(loss, ref_loss, atol=1e-4, rtol=1e-4)
+    assert torch.equal(model.generate(idx[:, :40], 40, temperature=0), greedy_by_recomputation(ref, idx[:, :40], 40))

@@ -1,45 +1,25 @@
 """End-to-end tests of the scripts: prepare_data.py, train.py (one process, resumed, DDP) and
 sample.py, on a small slice of the built-in corpus and a tiny model, plus their answers to bad input."""
 
+import ast
 import json
 import os
 import re
 import shutil
-import subprocess
-import sys
 
 import numpy as np
 import pytest
+import torch
 
-from prepare_data import DATA, builtin_corpus, get_tokenizer, prepare, read_documents, retrieval_sequence
+from configurator import configure, in_range
+from prepare_data import DATA, builtin_corpus, get_tokenizer, read_documents, retrieval_sequence
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-DATASET = '_pytest_slice'
-TINY = ['--dataset=' + DATASET, '--n_layer=2', '--n_head=2', '--n_kv_head=1', '--n_embd=32', '--block_size=64',
-        '--sliding_window=16', '--batch_size=2', '--eval_iters=2', '--log_interval=1', '--warmup_iters=2',
-        '--lr_decay_iters=8', '--learning_rate=0.01', '--peak_flops=1e9']
-
-
-def run(*args, ok=True):
-    env = dict(os.environ, OMP_NUM_THREADS='1')
-    p = subprocess.run(list(args), cwd=HERE, capture_output=True, text=True, env=env, timeout=300)
-    if ok:
-        assert p.returncode == 0, p.stderr[-3000:]
-    return p
+from conftest import DATASET, HERE, TINY, run
 
 
 def logged_losses(stdout):
     """{iteration: loss} from train.py's plain log lines."""
     return {int(i): float(loss) for i, loss in re.findall(r'^iter (\d+): loss ([\d.]+)', stdout, re.M)}
-
-
-@pytest.fixture(scope='module')
-def dataset():
-    """Six plays, cut to their first 20k characters, as data/_pytest_slice."""
-    docs = [(title, text[:20000]) for title, text in builtin_corpus()[:6]]
-    meta = prepare(docs, DATASET, val_fraction=0.2)
-    yield meta
-    shutil.rmtree(os.path.join(DATA, DATASET))
 
 
 def test_tokenizer_works_offline():
@@ -99,14 +79,6 @@ def test_retrieval_sequences_hold_their_needles_and_answers():
     assert counts == {1, 2, 3}
 
 
-@pytest.fixture(scope='module')
-def trained(dataset, tmp_path_factory):
-    """A tiny model trained for 8 iterations: (out_dir, what train.py printed)."""
-    out = str(tmp_path_factory.mktemp('trained'))
-    p = run(sys.executable, 'train.py', *TINY, '--max_iters=8', '--eval_interval=4', '--out_dir=' + out)
-    return out, p.stdout
-
-
 def test_training_lowers_the_loss_and_writes_a_checkpoint(trained):
     out, stdout = trained
     evals = [float(v) for v in re.findall(r'^eval \d+: train loss [\d.]+, val loss ([\d.]+)', stdout, re.M)]
@@ -117,8 +89,8 @@ def test_training_lowers_the_loss_and_writes_a_checkpoint(trained):
 def test_resume_reproduces_an_uninterrupted_run(trained, tmp_path):
     """Stopped at iteration 4 and resumed to 8, a run logs the losses of the run that never stopped."""
     out = str(tmp_path / 'b')
-    run(sys.executable, 'train.py', *TINY, '--max_iters=4', '--eval_interval=4', '--out_dir=' + out)
-    resumed = run(sys.executable, 'train.py', *TINY, '--max_iters=8', '--eval_interval=4', '--out_dir=' + out,
+    run('train.py', *TINY, '--max_iters=4', '--eval_interval=4', '--out_dir=' + out)
+    resumed = run('train.py', *TINY, '--max_iters=8', '--eval_interval=4', '--out_dir=' + out,
                   '--init_from=resume')
     expected, got = logged_losses(trained[1]), logged_losses(resumed.stdout)
     assert sorted(got) == [5, 6, 7, 8]
@@ -129,7 +101,7 @@ def test_resume_reproduces_an_uninterrupted_run(trained, tmp_path):
 def test_sample_continues_a_file_longer_than_the_training_context(trained, tmp_path):
     prompt = tmp_path / 'doc.txt'
     prompt.write_text(builtin_corpus()[7][1][:2000])  # ~500 tokens, far past block_size=64
-    out = run(sys.executable, 'sample.py', '--out_dir=' + trained[0], f'--start=FILE:{prompt}', '--max_new_tokens=20')
+    out = run('sample.py', '--out_dir=' + trained[0], f'--start=FILE:{prompt}', '--max_new_tokens=20')
     assert 'longer than the training context' in out.stderr and 'prefill' in out.stderr and out.stdout.strip()
 
 
@@ -137,8 +109,8 @@ def test_ddp_matches_one_process(dataset, tmp_path):
     """Two CPU processes (gloo), one micro-batch each, log the losses of one process that runs
     both micro-batches: the same global batch."""
     common = [*TINY, '--max_iters=3', '--eval_interval=100', '--gradient_accumulation_steps=2']
-    one = run(sys.executable, 'train.py', *common, '--out_dir=' + str(tmp_path / 'one'))
-    two = run(sys.executable, '-m', 'torch.distributed.run', '--standalone', '--nproc_per_node=2', 'train.py',
+    one = run('train.py', *common, '--out_dir=' + str(tmp_path / 'one'))
+    two = run('torch.distributed.run', '--standalone', '--nproc_per_node=2', 'train.py',
               *common, '--out_dir=' + str(tmp_path / 'two'))
     a, b = logged_losses(one.stdout), logged_losses(two.stdout)
     assert sorted(a) == sorted(b) == [1, 2, 3]
@@ -156,24 +128,34 @@ def test_ddp_matches_one_process(dataset, tmp_path):
     (['sample.py', '--out_dir=/nonexistent'], 'no checkpoint'),
     (['sample.py', '--start=FILE:/nonexistent.txt'], 'not found'),
     (['prepare_data.py', '--input=/nonexistent'], 'not found'),
+    (['train.py', '--batch_size=0'], 'batch_size=0 is out of range: it must be in [1, inf)'),
+    (['train.py', '--gradient_accumulation_steps=0'], 'gradient_accumulation_steps=0 is out of range'),
+    (['train.py', '--block_size=0'], 'block_size=0 is out of range'),
+    (['train.py', '--learning_rate=-1'], 'learning_rate=-1.0 is out of range: it must be in (0, inf)'),
+    (['train.py', '--n_layer=0'], 'n_layer=0 is out of range'),
+    (['train.py', '--max_iters=-1'], 'max_iters=-1 is out of range'),
+    (['train.py', '--retrieval_rate=2'], 'retrieval_rate=2.0 is out of range: it must be in [0, 1]'),
+    (['sample.py', '--temperature=-1'], 'temperature=-1.0 is out of range'),
+    (['sample.py', '--num_samples=0'], 'num_samples=0 is out of range'),
+    (['eval_long.py', '--samples=0'], 'samples=0 is out of range'),
 ])
 def test_bad_input_is_one_line_without_traceback(args, words, dataset, tmp_path):
-    p = run(sys.executable, *args, ok=False)
-    assert p.returncode != 0
+    p = run(*args, ok=False)
+    assert p.returncode == 2
     assert 'Traceback' not in p.stderr and p.stderr.count('\n') == 1 and words in p.stderr, p.stderr
 
 
 def test_empty_prompt_file(trained, tmp_path):
     empty = tmp_path / 'empty.txt'
     empty.write_text('')
-    p = run(sys.executable, 'sample.py', '--out_dir=' + trained[0], f'--start=FILE:{empty}', ok=False)
+    p = run('sample.py', '--out_dir=' + trained[0], f'--start=FILE:{empty}', ok=False)
     assert p.returncode != 0 and 'Traceback' not in p.stderr and p.stderr.count('\n') == 1 and 'empty' in p.stderr
 
 
 def test_bench_runs_every_section(tmp_path):
     """bench.py end to end at toy sizes: every table printed, the JSON written (no timing is asserted)."""
     out = tmp_path / 'bench.json'
-    p = run(sys.executable, 'bench.py', '--n_layer=4', '--n_embd=32', '--n_head=2', '--n_kv_head=1',
+    p = run('bench.py', '--n_layer=4', '--n_embd=32', '--n_head=2', '--n_kv_head=1',
             '--sliding_window=16', '--train_lengths=32,64', '--train_tokens=128', '--attn_lengths=64,128',
             '--attn_forward_length=256', '--prefill_lengths=64,128', '--decode_lengths=32,64', '--decode_tokens=2',
             '--recompute_lengths=32,64', '--reps=1', f'--out={out}', '--plot=')
@@ -183,3 +165,92 @@ def test_bench_runs_every_section(tmp_path):
     assert {r['pattern'] for r in results['prefill']} == {'SSSN', 'R'}
     kv = {(r['T'], r['pattern']): r['kv_bytes'] for r in results['decode']['rows']}
     assert kv[64, 'SSSN'] / kv[64, 'R'] == pytest.approx(results['decode']['kv_ideal_ratio']['64'], rel=0.05)
+
+
+def test_a_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(trained, tmp_path):
+    out = tmp_path / 'blown'
+    shutil.copytree(trained[0], out)
+    before = torch.load(out / 'ckpt.pt', weights_only=False)
+    p = run('train.py', *TINY, '--max_iters=12', '--eval_interval=4', f'--out_dir={out}',
+            '--init_from=resume', '--learning_rate=1e30', '--min_lr=1e30', ok=False)
+    assert p.returncode == 2 and 'Traceback' not in p.stderr and p.stderr.count('\n') == 1, p.stderr
+    assert 'stopped without updating' in p.stderr and 'last good checkpoint' in p.stderr
+    after = torch.load(out / 'ckpt.pt', weights_only=False)  # still iteration 8's weights: nothing blown up was saved
+    assert after['iter_num'] == before['iter_num'] == 8
+    assert all(torch.equal(after['model'][k], v) for k, v in before['model'].items())
+
+
+# --- every numeric setting of every script has a range, and its boundaries are checked -----------------
+
+SCRIPTS = ['train.py', 'sample.py', 'eval_long.py', 'analyze_attention.py', 'prepare_data.py', 'bench.py', 'reproduce.py']
+
+
+def script_settings(path):
+    """A script's settings as configure() sees them, read from its source without running it: {name: default},
+    with the ranges of the annotated ones in '__annotations__'. Settings are the assignments of literals at the
+    top level (or under `if __name__ == '__main__':`) before the script calls configure()."""
+    tree = ast.parse(open(os.path.join(HERE, path)).read())
+    body = [n for top in tree.body for n in (top.body if isinstance(top, ast.If) else [top])]
+    settings, ranges = {}, {}
+    for node in body:
+        if isinstance(node, ast.Expr) and 'configure(globals())' in ast.unparse(node):
+            break
+        if isinstance(node, ast.Assign) and isinstance(node.value, ast.Call) and 'configure(globals())' in ast.unparse(node):
+            break
+        target = node.target if isinstance(node, ast.AnnAssign) else node.targets[0] if isinstance(node, ast.Assign) else None
+        if isinstance(target, ast.Name) and target.id.islower():
+            try:
+                settings[target.id] = ast.literal_eval(node.value)
+            except ValueError:
+                continue
+            if isinstance(node, ast.AnnAssign):
+                ranges[target.id] = ast.literal_eval(node.annotation)
+    assert settings, path
+    return dict(settings, __annotations__=ranges)
+
+
+@pytest.mark.parametrize('script', SCRIPTS)
+def test_every_numeric_setting_declares_its_range(script):
+    settings = script_settings(script)
+    for name, default in settings.items():
+        numbers = default if isinstance(default, tuple) else (default,)
+        if numbers and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in numbers):
+            assert name in settings['__annotations__'], f"{script}: {name} = {default!r} has no range"
+    configure(dict(settings), [])  # every default lies in its range
+
+
+def outside_and_inside(interval, integer):
+    """Values just outside the interval (and 0 and -1 where those are outside), and its ends where included."""
+    m = re.fullmatch(r'([\[(])(.+), (.+)([\])])', interval)
+    lo, hi, step = float(m.group(2)), float(m.group(3)), 1 if integer else 0.5
+    outside, inside = [0, -1], []
+    if m.group(1) == '[':
+        outside.append(lo - step)
+        inside.append(lo)
+    else:
+        outside.append(lo)
+        inside.append(lo + step if hi == float('inf') else (lo + hi) / 2)
+    if hi != float('inf'):
+        outside.append(hi if m.group(4) == ')' else hi + step)
+        if m.group(4) == ']':
+            inside.append(hi)
+    return [v for v in outside if not in_range(v, interval)], inside
+
+
+@pytest.mark.parametrize('script', SCRIPTS)
+def test_settings_out_of_range_are_refused_in_one_line(script, capsys):
+    settings = script_settings(script)
+    for name, interval in settings['__annotations__'].items():
+        default = settings[name]
+        sample = default[0] if isinstance(default, tuple) and default else default
+        integer = isinstance(sample, int) or sample is None or (isinstance(default, tuple) and not default)
+        outside, inside = outside_and_inside(interval, integer)
+        for value in outside:
+            text = str(int(value) if integer else value)
+            with pytest.raises(SystemExit) as exit:
+                configure(dict(settings), [f'--{name}={text}'])
+            err = capsys.readouterr().err
+            assert exit.value.code == 2 and err.count('\n') == 1, (script, name, value, err)
+            assert f"{name}=" in err and interval in err, (script, name, value, err)
+        for value in inside:
+            configure(dict(settings), [f'--{name}={int(value) if integer else value}'])

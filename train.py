@@ -34,54 +34,55 @@ from model import GPT, GPTConfig, keep_freed_memory, matmul_peak_flops
 from prepare_data import DATA, RECALL_VOCAB, builtin_corpus, get_tokenizer, prepare, recall_batch, retrieval_sequence
 
 # -----------------------------------------------------------------------------
-# default settings; override with config/*.py files and --key=value
+# default settings; override with config/*.py files and --key=value. Each number's annotation is its valid
+# range, checked by configure(): '[1, inf)' = at least 1, '(0, inf)' = above 0, '[0, 1]' = from 0 to 1.
 # I/O
 out_dir = 'out'
-eval_interval = 50        # evaluate and checkpoint every this many iterations (and at the end)
-eval_iters = 8            # batches per loss estimate
-log_interval = 5
-init_from = 'scratch'     # 'scratch' or 'resume' (from out_dir/ckpt.pt)
+eval_interval: '[1, inf)' = 50            # evaluate and checkpoint every this many iterations (and at the end)
+eval_iters: '[1, inf)' = 8                # batches per loss estimate
+log_interval: '[1, inf)' = 5
+init_from = 'scratch'                     # 'scratch' or 'resume' (from out_dir/ckpt.pt)
 # data
-dataset = 'shakespeare'   # data/<dataset>/{train,val}.bin from prepare_data.py; shakespeare is made on demand;
-                          # 'recall': associative recall generated on the fly (prepare_data.recall_batch), no files
-recall_pairs = 8          # dataset='recall': key-value pairs per sequence
-batch_size = 2            # sequences per micro-batch, per process
-gradient_accumulation_steps = 1  # micro-batches per optimizer step, over all processes together
-block_size = 2048         # training context length
-stages = ()               # ((from_iter, block_size, batch_size), ...): from iteration from_iter on, train at that context
-                          # with micro-batches of that size; () = one stage. The last stage's context is the model's.
-retrieval_rate = 0.1      # fraction of training sequences that are synthetic retrieval examples
-retrieval_needles = 1     # up to this many magic-number needles per retrieval sequence, each asked for
+dataset = 'shakespeare'                   # data/<dataset>/ from prepare_data.py (shakespeare: made on first use);
+                                          # 'recall': associative recall made on the fly (prepare_data.recall_batch)
+recall_pairs: '[1, 64]' = 8               # dataset='recall': key-value pairs per sequence
+batch_size: '[1, inf)' = 2                # sequences per micro-batch, per process
+gradient_accumulation_steps: '[1, inf)' = 1  # micro-batches per optimizer step, over all processes together
+block_size: '[1, inf)' = 2048             # training context length
+stages = ()                               # ((from_iter, block_size, batch_size), ...): the context and micro-batch
+                                          # from each iteration on; () = one stage; the last context is the model's
+retrieval_rate: '[0, 1]' = 0.1            # fraction of training sequences that are synthetic retrieval examples
+retrieval_needles: '[1, inf)' = 1         # up to this many magic-number needles per retrieval sequence, each asked for
 # model (see GPTConfig in model.py)
-n_layer = 8
-n_head = 4
-n_kv_head = None
-n_embd = 128
-dropout = 0.0
+n_layer: '[1, inf)' = 8
+n_head: '[1, inf)' = 4
+n_kv_head: '[1, inf)' = None
+n_embd: '[2, inf)' = 128
+dropout: '[0, 1)' = 0.0
 bias = False
 layer_pattern = 'SSSN'
-sliding_window = 256
-rope_theta = 10000.0
+sliding_window: '[1, inf)' = 256
+rope_theta: '(1, inf)' = 10000.0
 qk_norm = False
-nope_temperature = 0.0    # length-dependent temperature of the 'N' layers' queries (model.py); 0 = off
-nope_temperature_floor = 1
+nope_temperature: '[0, inf)' = 0.0        # length-dependent temperature of the 'N' layers' queries (model.py); 0 = off
+nope_temperature_floor: '[1, inf)' = 1
 # AdamW with warmup, then cosine decay to min_lr
-learning_rate = 2e-3
-max_iters = 100
-weight_decay = 0.1
-beta1 = 0.9
-beta2 = 0.95
-grad_clip = 1.0           # clip the gradient norm at this value; 0 = off
-warmup_iters = 10
-lr_decay_iters = 0        # 0 = max_iters
-min_lr = 2e-4
+learning_rate: '(0, inf)' = 2e-3
+max_iters: '[1, inf)' = 100
+weight_decay: '[0, inf)' = 0.1
+beta1: '[0, 1)' = 0.9
+beta2: '[0, 1)' = 0.95
+grad_clip: '[0, inf)' = 1.0               # clip the gradient norm at this value; 0 = off
+warmup_iters: '[0, inf)' = 10
+lr_decay_iters: '[0, inf)' = 0            # 0 = max_iters
+min_lr: '[0, inf)' = 2e-4
 # system
-device = 'auto'           # 'auto', 'cpu', 'cuda', 'cuda:1', 'mps'
-dtype = 'auto'            # 'auto': bfloat16 where the GPU has it, float32 on CPU (bf16 is slower there)
-compile = None            # torch.compile; None = on CUDA only (on the 2-core CPU it compiled for 50 s and gained nothing)
-backend = 'auto'          # DDP backend: 'auto' = nccl on CUDA, gloo on CPU
-seed = 1337
-peak_flops = 0.0          # for MFU; 0 = measure this device's matmul peak at start-up
+device = 'auto'                           # 'auto', 'cpu', 'cuda', 'cuda:1', 'mps'
+dtype = 'auto'                            # 'auto': bfloat16 where the GPU has it, float32 on CPU (bf16 is slower there)
+compile = None                            # torch.compile; None = on CUDA only (on the 2-core CPU it compiled for 50 s and gained nothing)
+backend = 'auto'                          # DDP backend: 'auto' = nccl on CUDA, gloo on CPU
+seed: '[0, inf)' = 1337
+peak_flops: '[0, inf)' = 0.0              # for MFU; 0 = measure this device's matmul peak at start-up
 # -----------------------------------------------------------------------------
 settings = configure(globals())  # every setting's final value, stored in checkpoints
 
@@ -270,10 +271,11 @@ def estimate_loss(T, B):
         for _ in range(eval_iters):
             X, Y = get_batch(split, B, rng, T)
             with autocast:
-                logits, loss = raw_model(X, Y)
+                loss = raw_model(X, Y)[1]
+                if dataset == 'recall':  # the logits too (a 256-token vocabulary): which answers are right
+                    right += (raw_model(X)[0].argmax(-1) == Y)[Y != -1].sum().item()
+                    asked += (Y != -1).sum().item()
             losses.append(loss.item())
-            right += (logits.argmax(-1) == Y)[Y != -1].sum().item()
-            asked += (Y != -1).sum().item()
         out[split] = sum(losses) / len(losses)
         if dataset == 'recall':
             out[f'{split}_accuracy'] = right / asked
@@ -321,6 +323,8 @@ while True:
         metrics.write(json.dumps(dict(iter=iter_num, train_loss=losses['train'], val_loss=losses['val'],
                                       **{k: v for k, v in losses.items() if k.endswith('accuracy')})) + '\n')
         metrics.flush()
+        if not math.isfinite(losses['val']):
+            fail(f"the val loss is {losses['val']} at iteration {iter_num}: stopped; the last good checkpoint is {ckpt_path}")
         if iter_num > 0:
             save_checkpoint()
         t0 += time.time() - t_eval  # evaluation is not training time
@@ -339,9 +343,17 @@ while True:
             _, loss = model(X, Y)
         loss_sum += loss.detach()
         scaler.scale(loss / accum_per_rank).backward()
-    if grad_clip:
-        scaler.unscale_(optimizer)
-        torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+    scaler.unscale_(optimizer)
+    grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip or float('inf'))  # 0 = no clipping
+    if not torch.isfinite(grad_norm) and dtype != 'float16':  # float16: the scaler skips the step and rescales
+        # a nan or inf loss makes every process's (all-reduced) gradient norm non-finite: all stop here,
+        # before the optimizer would write it into the weights, and the last checkpoint stays as it was
+        message = (f"the loss is {(loss_sum / accum_per_rank).item():.4g} and the gradient norm {grad_norm.item():.4g} "
+                   f"at iteration {iter_num}: stopped without updating; the last good checkpoint is "
+                   f"{ckpt_path if os.path.exists(ckpt_path) else '(none yet)'}; lower --learning_rate or raise --warmup_iters")
+        if master:
+            fail(message)
+        sys.exit(2)
     scaler.step(optimizer)
     scaler.update()
     optimizer.zero_grad(set_to_none=True)
@@ -357,7 +369,9 @@ while True:
         dt = (time.time() - t0) / len(step_losses)
         tok_s = tokens_per_iter / dt
         mfu = raw_model.estimate_mfu(tokens_per_iter / world, dt, peak_flops, T)
-        log(f"iter {iter_num}: loss {loss.item():.4f}, lr {lr:.2e}, {tok_s:,.0f} tok/s, mfu {100 * mfu:.1f}%, {1000 * dt:.0f} ms/iter")
+        gpu_mem = f", peak GPU memory {torch.cuda.max_memory_allocated() / 2**30:.1f} GiB" if device_type == 'cuda' else ''
+        log(f"iter {iter_num}: loss {loss.item():.4f}, lr {lr:.2e}, {tok_s:,.0f} tok/s, mfu {100 * mfu:.1f}%, "
+            f"{1000 * dt:.0f} ms/iter{gpu_mem}")
         bar.set_postfix(loss=f"{loss.item():.3f}", tok_s=f"{tok_s:,.0f}", mfu=f"{100 * mfu:.1f}%")
         if master:
             metrics.write(json.dumps(dict(iter=iter_num, loss=loss.item(), lr=lr, tokens_per_s=tok_s, mfu=mfu)) + '\n')

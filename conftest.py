@@ -1,0 +1,45 @@
+"""What the test files share: a tiny dataset, a tiny trained checkpoint, and a way to run the scripts.
+Paths are relative to this file and scripts run with this interpreter (sys.executable), so the suite
+passes from any directory and from a virtual environment that is not activated."""
+
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from prepare_data import DATA, builtin_corpus, prepare
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+DATASET = '_pytest_slice'
+TINY = ['--dataset=' + DATASET, '--n_layer=2', '--n_head=2', '--n_kv_head=1', '--n_embd=32', '--block_size=64',
+        '--sliding_window=16', '--batch_size=2', '--eval_iters=2', '--log_interval=1', '--warmup_iters=2',
+        '--lr_decay_iters=8', '--learning_rate=0.01', '--peak_flops=1e9']
+
+
+def run(script, *args, ok=True):
+    """Run a repo script (e.g. 'train.py') with this Python, from the repo, on one thread; return the result."""
+    env = dict(os.environ, OMP_NUM_THREADS='1')
+    command = [sys.executable, script, *args] if script.endswith('.py') else [sys.executable, '-m', script, *args]
+    p = subprocess.run(command, cwd=HERE, capture_output=True, text=True, env=env, timeout=300)
+    if ok:
+        assert p.returncode == 0, p.stderr[-3000:]
+    return p
+
+
+@pytest.fixture(scope='session')
+def dataset():
+    """Six plays, cut to their first 20k characters, as data/_pytest_slice."""
+    docs = [(title, text[:20000]) for title, text in builtin_corpus()[:6]]
+    meta = prepare(docs, DATASET, val_fraction=0.2)
+    yield meta
+    shutil.rmtree(os.path.join(DATA, DATASET))
+
+
+@pytest.fixture(scope='session')
+def trained(dataset, tmp_path_factory):
+    """A tiny model trained for 8 iterations: (out_dir, what train.py printed)."""
+    out = str(tmp_path_factory.mktemp('trained'))
+    p = run('train.py', *TINY, '--max_iters=8', '--eval_interval=4', '--out_dir=' + out)
+    return out, p.stdout
