@@ -268,7 +268,8 @@ if 'decode' in wanted or 'recompute' in wanted:
         cache = model.new_cache(1, L + decode_tokens + 1, ptdtype, dev)
         for c in cache:
             kv = torch.randn(1, c.k.size(1), L, c.k.size(3), device=dev, dtype=ptdtype)
-            c.update(kv, kv)
+            c.update(kv, kv, torch.arange(L, device=dev))
+            c.seen = L
         return cache
 
     def decode(model, cache, n):

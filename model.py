@@ -184,17 +184,17 @@ def attend(q, k, v, q_pos, k_pos, window, impl='auto'):
         if q.is_cuda and flex_attention is not None:
             return sliding_window_flex(q, k, v, window)
         return sliding_window_blocked(q, k, v, window)
-    # decoding with a KV cache: Tq new queries over Tk cached + new keys. One new query sees every key
-    # the cache returns (an 'S' cache holds exactly its window), so only a chunk of several needs a mask,
-    # and that mask is (Tq, Tk): chunk-sized, never T x T.
+    # decoding with a KV cache: Tq new queries over Tk cached + new keys, masked by position: (Tq, Tk),
+    # chunk-sized, never T x T. (One decoded token attends over the whole buffer, empty slots masked.)
     # Decoding one token is bound by reading the cache, so read each k/v head once: fold the query heads
     # that share it (GQA) into query rows, (B, nh, 1, hd) -> (B, nkv, group, hd), rather than let
     # enable_gqa expand k and v to nh heads (2.3x faster per layer at 32k on the CPU).
+    mask = visible(q_pos, k_pos, window)
     if Tq == 1:
         B, nh, _, hd = q.shape
-        y = F.scaled_dot_product_attention(q.reshape(B, k.size(1), nh // k.size(1), hd), k, v)
+        y = F.scaled_dot_product_attention(q.reshape(B, k.size(1), nh // k.size(1), hd), k, v, attn_mask=mask)
         return y.view(B, nh, 1, hd)
-    return F.scaled_dot_product_attention(q, k, v, attn_mask=visible(q_pos, k_pos, window), enable_gqa=True)
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=True)
 
 
 class KVCache:
@@ -209,29 +209,30 @@ class KVCache:
         self.pos = torch.full((capacity,), -1, dtype=torch.long, device=device)  # position in each slot; -1 = empty
         self.seen = 0  # tokens written so far
 
-    def update(self, k, v):
-        """Add the keys/values (B, nkv, C, hd) of the next C positions; return the keys, values
-        and positions (Tk,) that the new queries must attend over."""
-        cap, C, p0 = self.pos.numel(), k.size(2), self.seen
-        new_pos = torch.arange(p0, p0 + C, device=k.device)
-        self.seen = p0 + C
-        if p0 + C <= cap or C == 1:
-            # Writing first is safe: nothing overwritten is needed (a single query at p needs
-            # p-W+1..p, and slot p % W held p-W). Attend over the buffer itself, no copy.
-            self._write(k, v, new_pos)
-            filled = min(p0 + C, cap)
-            return self.k[:, :, :filled], self.v[:, :, :filled], self.pos[:filled]
+    def update(self, k, v, pos):
+        """Add the keys/values (B, nkv, C, hd) of positions pos (C,), the C that follow the `seen` ones;
+        return the keys, values and positions (Tk,) that the new queries must attend over."""
+        cap, C, p0 = self.pos.numel(), k.size(2), self.seen  # GPT counts `seen`, after every layer has written
+        if C == 1:
+            # One decoded token: write it, then attend over the whole buffer. Its slot p % cap held p - cap, which
+            # no query at p needs; empty slots (position -1) are masked by position. Every shape is the same at
+            # every step and the position is a tensor, so a compiled decoding step never recompiles.
+            self._write(k, v, pos)
+            return self.k, self.v, self.pos
+        if p0 + C <= cap:  # a chunk that overwrites nothing: attend over the filled part of the buffer, no copy
+            self._write(k, v, pos)
+            return self.k[:, :, :p0 + C], self.v[:, :, :p0 + C], self.pos[:p0 + C]
         # A chunk into a full ring: its early queries still need keys the chunk would overwrite,
         # so attend over old + new (at most W + C keys), then keep the last W.
-        keys, values, pos = torch.cat([self.k, k], 2), torch.cat([self.v, v], 2), torch.cat([self.pos, new_pos])
-        self._write(k[:, :, -cap:], v[:, :, -cap:], new_pos[-cap:])
-        return keys, values, pos
+        keys, values, positions = torch.cat([self.k, k], 2), torch.cat([self.v, v], 2), torch.cat([self.pos, pos])
+        self._write(k[:, :, -cap:], v[:, :, -cap:], pos[-cap:])
+        return keys, values, positions
 
     def _write(self, k, v, pos):
         slots = pos % self.pos.numel()
         self.k.index_copy_(2, slots, k)
         self.v.index_copy_(2, slots, v)
-        self.pos[slots] = pos
+        self.pos.index_copy_(0, slots, pos)
 
     def nbytes(self):
         return self.k.numel() * self.k.element_size() * 2
@@ -350,7 +351,7 @@ class CausalSelfAttention(nn.Module):
         q, k, v = self.project(x, pos, cos, sin)
         k_pos = pos
         if cache is not None:  # k, v become everything this layer's queries can see: (B, nkv, Tk, hd)
-            k, v, k_pos = cache.update(k, v)
+            k, v, k_pos = cache.update(k, v, pos)
         y = attend(q, k, v, pos, k_pos, self.window, self.impl)  # the one attention call: (B, nh, T, hd)
         y = y.transpose(1, 2).contiguous().view(B, T, C)           # re-assemble the heads
         return self.resid_dropout(self.c_proj(y))
@@ -439,17 +440,32 @@ class GPT(nn.Module):
             self.rope_cache = (n, cos, sin)
         return cos[p0:p0 + T], sin[p0:p0 + T]
 
-    def hidden(self, idx, cache=None):
+    def hidden(self, idx, cache=None, pos=None):
         """The trunk: token ids (B, T) -> final normalised hidden states (B, T, C).
-        With `cache` (one KVCache per layer), idx continues the sequence the cache holds."""
-        p0 = cache[0].seen if cache is not None else 0
+        With `cache` (one KVCache per layer), idx continues the sequence the cache holds. Given pos, the
+        positions (T,) as a tensor (decode_step), the RoPE tables are indexed by it, and counting what the
+        cache holds is left to the caller: no Python number here changes from one step to the next."""
         T = idx.size(1)
-        pos = torch.arange(p0, p0 + T, device=idx.device)  # absolute positions (T,)
-        cos, sin = self.rope(p0, T, idx.device)
+        if pos is None:
+            p0 = cache[0].seen if cache is not None else 0
+            pos = torch.arange(p0, p0 + T, device=idx.device)       # absolute positions (T,)
+            cos, sin = self.rope(p0, T, idx.device)
+            counted = cache
+        else:
+            cos, sin, counted = self.rope_cache[1][pos], self.rope_cache[2][pos], None
         x = self.transformer.drop(self.transformer.wte(idx))        # (B, T, C)
         for i, block in enumerate(self.transformer.h):
             x = block(x, pos, cos, sin, None if cache is None else cache[i])
+        for c in counted or ():
+            c.seen += T
         return self.transformer.ln_f(x)
+
+    def decode_step(self, idx, pos, cache, head):
+        """One token per sequence through every layer, as generation runs: idx (B, 1) at position pos, a (1,)
+        tensor -> logits (B, vocab). Its tensors have the same shapes at every position (whole cache buffers
+        masked by position, the RoPE table indexed by a tensor), so torch.compile takes it once. The caller
+        advances pos and the caches' `seen`."""
+        return (self.hidden(idx, cache, pos)[:, -1] @ head).float()
 
     def forward(self, idx, targets=None):
         """idx (B, T) token ids, any T (block_size is not a limit).
@@ -471,23 +487,30 @@ class GPT(nn.Module):
                 for kind in cfg.layer_kinds()]
 
     @torch.no_grad()
-    def stream(self, idx, max_new_tokens, temperature=1.0, top_k=None, prefill_chunk=1024, cache=None):
+    def stream(self, idx, max_new_tokens, temperature=1.0, top_k=None, prefill_chunk=1024, cache=None, compile=False):
         """Continue idx (B, T) by max_new_tokens, yielding each new token (B, 1) as it is chosen.
         The whole context stays visible (never cropped). The prompt is prefilled `prefill_chunk`
         tokens at a time, so activations stay bounded for prompts of any length; then one token
-        per step through the KV cache. temperature=0 means greedy (argmax)."""
+        per step through the KV cache (decode_step; compiled once with compile=True).
+        temperature=0 means greedy (argmax)."""
         if cache is None:
             cache = self.new_cache(idx.size(0), idx.size(1) + max_new_tokens, self.lm_head.weight.dtype, idx.device)
+        self.rope(0, cache[0].seen + idx.size(1) + max_new_tokens, idx.device)  # the RoPE table, long enough for all
         # Each token reads the whole (vocab, C) output matrix. On the CPU a one-row matmul reads it twice
         # as fast laid out (C, vocab), so keep a transposed copy while generating (a view on GPUs).
         head = self.lm_head.weight.t()
         head = head.contiguous() if head.device.type == 'cpu' else head
+        step = compiled_decode_step(self) if compile else self.decode_step
         for chunk in idx.split(prefill_chunk, dim=1):
             h = self.hidden(chunk, cache)
+        logits = (h[:, -1, :] @ head).float()      # (B, vocab): only the last position is needed
+        pos = torch.tensor([cache[0].seen], device=idx.device)
         for i in range(max_new_tokens):
             if i > 0:
-                h = self.hidden(idx_next, cache)   # (B, 1, C): one new position through every layer
-            logits = (h[:, -1, :] @ head).float()  # (B, vocab): only the last position is needed
+                logits = step(idx_next, pos, cache, head)  # one new position through every layer
+                pos = pos + 1
+                for c in cache:
+                    c.seen += 1
             if temperature == 0:
                 idx_next = logits.argmax(dim=-1, keepdim=True)
             else:
@@ -498,9 +521,10 @@ class GPT(nn.Module):
                 idx_next = torch.multinomial(F.softmax(logits, dim=-1), num_samples=1)
             yield idx_next
 
-    def generate(self, idx, max_new_tokens, temperature=1.0, top_k=None, prefill_chunk=1024):
+    def generate(self, idx, max_new_tokens, temperature=1.0, top_k=None, prefill_chunk=1024, compile=False):
         """idx (B, T) followed by max_new_tokens generated tokens: (B, T + max_new_tokens)."""
-        return torch.cat([idx, *self.stream(idx, max_new_tokens, temperature, top_k, prefill_chunk)], dim=1)
+        return torch.cat([idx, *self.stream(idx, max_new_tokens, temperature, top_k, prefill_chunk,
+                                            compile=compile)], dim=1)
 
     # -------------------------------------------------------------------------
     # Training helpers, in nanoGPT's manner
@@ -533,6 +557,15 @@ class GPT(nn.Module):
         """Model FLOPs utilisation at context T: achieved FLOP/s over peak_flops
         (nanoGPT assumes an A100's 312e12; matmul_peak_flops measures the machine at hand)."""
         return self.flops_per_token(T) * tokens_per_iter / dt / peak_flops
+
+
+def compiled_decode_step(model):
+    """model.decode_step compiled once per model: under CUDA graphs on a GPU (one launch per token instead of a
+    few hundred), as fused C++ kernels on a CPU (fewer, larger operations)."""
+    if getattr(model, '_compiled_step', None) is None:
+        mode = 'reduce-overhead' if model.lm_head.weight.is_cuda else None
+        model._compiled_step = torch.compile(model.decode_step, mode=mode, fullgraph=True)
+    return model._compiled_step
 
 
 def matmul_peak_flops(device, dtype, n=2048, repeat=10):

@@ -55,8 +55,6 @@ if not start:
 model, checkpoint = load_model(out_dir, device, ptdtype)
 block_size = checkpoint['model_args']['block_size']
 enc = get_tokenizer(checkpoint['tokenizer'])
-if compile:
-    model.hidden = torch.compile(model.hidden)
 
 prompt = enc.encode(start, allowed_special={'<|endoftext|>'})
 print(f"prompt: {len(prompt):,} tokens", file=sys.stderr)
@@ -69,7 +67,7 @@ for s in range(num_samples):
     cache = model.new_cache(1, len(prompt) + max_new_tokens, ptdtype, device)
     text = codecs.getincrementaldecoder('utf-8')(errors='replace')  # a character may span several tokens
     t0 = time.perf_counter()
-    for i, token in enumerate(model.stream(x, max_new_tokens, temperature, top_k or None, prefill_chunk, cache)):
+    for i, token in enumerate(model.stream(x, max_new_tokens, temperature, top_k or None, prefill_chunk, cache, compile)):
         if i == 0:
             t_first = time.perf_counter()  # prefill (and the first token) done
         sys.stdout.write(text.decode(enc.decode_single_token_bytes(token.item())))

@@ -88,9 +88,10 @@ def test_cached_chunks_match_reference():
         cache = KVCache(B, 2, 8, cap, torch.float32, 'cpu')
         outs, p0 = [], 0
         for C in [1, 4, 9, 1, 1, 7, 6]:  # chunks smaller and larger than the window
-            kc, vc, kpos = cache.update(k[:, :, p0:p0 + C], v[:, :, p0:p0 + C])
+            kc, vc, kpos = cache.update(k[:, :, p0:p0 + C], v[:, :, p0:p0 + C], pos[p0:p0 + C])
             outs.append(attend(q[:, :, p0:p0 + C], kc, vc, pos[p0:p0 + C], kpos, window))
             p0 += C
+            cache.seen = p0
         torch.testing.assert_close(torch.cat(outs, 2), ref, atol=1e-5, rtol=1e-5)
 
 
@@ -440,3 +441,33 @@ def test_model_on_cuda_matches_reference_and_decodes_like_recomputation(pattern)
     loss, ref_loss = model(idx, idx)[1], ref(idx, idx)[1]
     torch.testing.assert_close(loss, ref_loss, atol=1e-4, rtol=1e-4)
     assert torch.equal(model.generate(idx[:, :40], 40, temperature=0), greedy_by_recomputation(ref, idx[:, :40], 40))
+
+
+# --- the fixed-shape decoding step ----------------------------------------------------
+
+def test_decoding_keeps_each_cache_to_its_window():
+    model = make('SSSN')
+    cache = model.new_cache(2, 60, torch.float32, 'cpu')
+    list(model.stream(tokens(19), 30, temperature=0, cache=cache))
+    seen, W = 19 + 29, model.config.sliding_window  # the last token chosen is not fed back
+    assert cache[0].seen == seen and cache[0].k.shape[2] == W
+    assert sorted(cache[0].pos.tolist()) == list(range(seen - W, seen))  # 'S': exactly the last W positions
+    assert cache[3].pos[:seen].tolist() == list(range(seen)) and (cache[3].pos[seen:] == -1).all()  # 'N': all
+
+
+@pytest.mark.parametrize('pattern', ['SSSN', 'R'])
+def test_compiled_decode_step_compiles_once_and_equals_recomputation(pattern):
+    """The one-token step compiled: the tokens of recomputing the whole context, past block_size and the
+    window, and not one recompilation as the position advances, nor for a second sequence of the same
+    length (torch raises on any). A cache of another size is another shape, compiled anew."""
+    import torch._dynamo
+    model = make(pattern, nope_temperature=0.2, nope_temperature_floor=4)
+    prompt = tokens(19)
+    torch._dynamo.reset()
+    torch._dynamo.utils.counters.clear()
+    with torch._dynamo.config.patch(error_on_recompile=True):
+        out = model.generate(prompt, 30, temperature=0, compile=True)
+        again = model.generate(tokens(19, seed=5), 30, temperature=0, compile=True)  # a new cache of the same size
+    assert torch.equal(out, greedy_by_recomputation(model, prompt, 30))
+    assert torch.equal(again, greedy_by_recomputation(model, tokens(19, seed=5), 30))
+    assert torch._dynamo.utils.counters['stats']['unique_graphs'] <= 2  # one graph (or two where a break splits it)
