@@ -105,3 +105,52 @@ def configure(settings, argv=None):
                 fail(f"{key}={value!r} is out of range: it must be in {interval}")
     settings.update(changed)
     return known
+
+
+# -----------------------------------------------------------------------------
+# What every script shares beyond its settings, each problem again one line from fail():
+# where to run, how to write a file, how to load a checkpoint.
+
+DTYPES = ('float32', 'bfloat16', 'float16')
+
+
+def resolve_device(device, dtype):
+    """The settings device ('auto', 'cpu', 'cuda', 'cuda:1', 'mps') and dtype ('auto' or one of DTYPES)
+    -> (device string, torch dtype). 'auto' picks a CUDA GPU, else Apple's MPS, else the CPU; and
+    bfloat16 on a GPU that has it, else float32."""
+    import torch
+    if device == 'auto':
+        device = 'cuda' if torch.cuda.is_available() else 'mps' if torch.backends.mps.is_available() else 'cpu'
+    kind = device.split(':')[0]
+    if kind not in ('cpu', 'cuda', 'mps'):
+        fail(f"device={device!r} must be 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps'")
+    if kind == 'cuda' and not torch.cuda.is_available() or kind == 'mps' and not torch.backends.mps.is_available():
+        fail(f"device={device!r} but this machine has no such device: use --device=cpu (or auto)")
+    if dtype == 'auto':
+        dtype = 'bfloat16' if kind == 'cuda' and torch.cuda.is_bf16_supported() else 'float32'
+    if dtype not in DTYPES:
+        fail(f"dtype={dtype!r} must be 'auto' or one of {', '.join(DTYPES)}")
+    return device, getattr(torch, dtype)
+
+
+def write_atomic(path, write):
+    """write(tmp) to a temporary name, then rename it to path: a crash never leaves a half-written file."""
+    tmp = path + '.tmp'
+    write(tmp)
+    os.replace(tmp, path)
+
+
+def load_model(out_dir, device='cpu', dtype=None):
+    """model.GPT.from_checkpoint(out_dir/ckpt.pt): (the model in eval mode, the checkpoint dict).
+    Loaded with weights_only=True, so a checkpoint from elsewhere can hold tensors and plain values but
+    never code: a pickle that would run some is refused with one line."""
+    import pickle
+    from model import GPT
+    path = os.path.join(out_dir, 'ckpt.pt')
+    if not os.path.exists(path):
+        fail(f"no checkpoint at {path}: train one (python train.py config/hybrid_tiny.py) or set --out_dir")
+    try:
+        return GPT.from_checkpoint(path, device, dtype)
+    except (pickle.UnpicklingError, RuntimeError, EOFError) as e:
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        fail(f"{path} is not loaded: not a checkpoint of tensors and plain values ({first})")

@@ -113,14 +113,19 @@ def visible(q_pos, k_pos, window):
     return seen
 
 
-def reference_attention(q, k, v, mask):
-    """The plain definition: softmax(q k^T / sqrt(hd) + mask) v, every score materialised.
-    q (B, nh, Tq, hd), k and v (B, nkv, Tk, hd), mask (Tq, Tk) -> (B, nh, Tq, hd)."""
-    group = q.size(1) // k.size(1)  # GQA: each k/v head serves `group` query heads
-    k, v = k.repeat_interleave(group, dim=1), v.repeat_interleave(group, dim=1)
+def attention_weights(q, k, mask):
+    """softmax(q k^T / sqrt(hd) + mask): how much each query reads each key, every score materialised.
+    q (B, nh, Tq, hd), k (B, nkv, Tk, hd), mask (Tq, Tk) of booleans (True = visible) -> (B, nh, Tq, Tk).
+    GQA: each k head serves nh // nkv query heads."""
+    k = k.repeat_interleave(q.size(1) // k.size(1), dim=1)
     scores = (q @ k.transpose(-2, -1)) / math.sqrt(q.size(-1))  # (B, nh, Tq, Tk)
-    scores = scores.masked_fill(~mask, float('-inf'))
-    return scores.softmax(dim=-1) @ v
+    return scores.masked_fill(~mask, float('-inf')).softmax(dim=-1)
+
+
+def reference_attention(q, k, v, mask):
+    """The plain definition, which every fast path is tested against: attention_weights @ v.
+    q (B, nh, Tq, hd), k and v (B, nkv, Tk, hd), mask (Tq, Tk) -> (B, nh, Tq, hd)."""
+    return attention_weights(q, k, mask) @ v.repeat_interleave(q.size(1) // v.size(1), dim=1)
 
 
 def sliding_window_blocked(q, k, v, window):
@@ -426,6 +431,15 @@ class GPT(nn.Module):
             if module.bias is not None:
                 torch.nn.init.zeros_(module.bias)
 
+    @classmethod
+    def from_checkpoint(cls, path, device='cpu', dtype=None):
+        """(model in eval mode on device, in dtype if given, the checkpoint dict) from train.py's ckpt.pt.
+        weights_only=True: unpickling may build tensors and plain values only, never run code."""
+        checkpoint = torch.load(path, map_location='cpu', weights_only=True)
+        model = cls(GPTConfig(**checkpoint['model_args']))
+        model.load_state_dict(checkpoint['model'])
+        return model.eval().to(device=device, dtype=dtype), checkpoint
+
     def get_num_params(self):
         """Parameters counted once (the tied embedding / lm_head matrix counts once)."""
         return sum(p.numel() for p in self.parameters())
@@ -506,11 +520,6 @@ class GPT(nn.Module):
         logits = (h[:, -1, :] @ head).float()      # (B, vocab): only the last position is needed
         pos = torch.tensor([cache[0].seen], device=idx.device)
         for i in range(max_new_tokens):
-            if i > 0:
-                logits = step(idx_next, pos, cache, head)  # one new position through every layer
-                pos = pos + 1
-                for c in cache:
-                    c.seen += 1
             if temperature == 0:
                 idx_next = logits.argmax(dim=-1, keepdim=True)
             else:
@@ -520,6 +529,11 @@ class GPT(nn.Module):
                     logits[logits < v[:, [-1]]] = -float('inf')
                 idx_next = torch.multinomial(F.softmax(logits, dim=-1), num_samples=1)
             yield idx_next
+            if i + 1 < max_new_tokens:
+                logits = step(idx_next, pos, cache, head)  # one new position through every layer
+                pos = pos + 1
+                for c in cache:
+                    c.seen += 1
 
     def generate(self, idx, max_new_tokens, temperature=1.0, top_k=None, prefill_chunk=1024, compile=False):
         """idx (B, T) followed by max_new_tokens generated tokens: (B, T + max_new_tokens)."""

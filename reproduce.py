@@ -25,8 +25,7 @@ import time
 
 import numpy as np
 
-from configurator import configure, fail
-from prepare_data import write_atomic
+from configurator import configure, fail, write_atomic
 
 # The paper's variants (section 3): what differs is only the attention of each layer.
 VARIANTS = {

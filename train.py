@@ -29,7 +29,7 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel as DDP
 from tqdm import tqdm
 
-from configurator import configure, fail
+from configurator import configure, fail, load_model, resolve_device, write_atomic
 from model import GPT, GPTConfig, keep_freed_memory, matmul_peak_flops
 from prepare_data import DATA, RECALL_VOCAB, builtin_corpus, get_tokenizer, prepare, recall_batch, retrieval_sequence
 
@@ -88,8 +88,7 @@ settings = configure(globals())  # every setting's final value, stored in checkp
 
 # processes, devices, precision
 ddp = 'RANK' in os.environ
-if device == 'auto':
-    device = 'cuda' if torch.cuda.is_available() else 'mps' if torch.backends.mps.is_available() else 'cpu'
+device, ptdtype = resolve_device(device, dtype)
 if ddp:
     dist.init_process_group(backend={'auto': 'nccl' if device.startswith('cuda') else 'gloo'}.get(backend, backend))
     rank, local_rank, world = dist.get_rank(), int(os.environ['LOCAL_RANK']), dist.get_world_size()
@@ -102,14 +101,7 @@ master = rank == 0
 if gradient_accumulation_steps % world:
     fail(f"gradient_accumulation_steps={gradient_accumulation_steps} must be a multiple of the {world} processes")
 accum_per_rank = gradient_accumulation_steps // world
-device_type = 'cuda' if device.startswith('cuda') else device
-if dtype == 'auto':
-    dtype = 'bfloat16' if device_type == 'cuda' and torch.cuda.is_bf16_supported() else 'float32'
-if device_type == 'cuda' and not torch.cuda.is_available():
-    fail(f"device={device!r} but this machine has no CUDA GPU: use --device=cpu (or auto)")
-if dtype not in ('float32', 'bfloat16', 'float16'):
-    fail(f"dtype={dtype!r} must be 'float32', 'bfloat16', 'float16' or 'auto'")
-ptdtype = getattr(torch, dtype)
+device_type = device.split(':')[0]
 autocast = nullcontext() if ptdtype == torch.float32 else torch.autocast(device_type=device_type, dtype=ptdtype)
 torch.manual_seed(seed)
 if device_type == 'cpu':
@@ -207,7 +199,7 @@ ckpt_path = os.path.join(out_dir, 'ckpt.pt')
 if init_from == 'resume':
     if not os.path.exists(ckpt_path):
         fail(f"no checkpoint at {ckpt_path} to resume: train one first, or set --out_dir")
-    checkpoint = torch.load(ckpt_path, map_location=device, weights_only=False)
+    checkpoint = load_model(out_dir)[1]  # the settings, weights and state; the model is rebuilt below
     for k in model_args:
         saved = checkpoint['model_args'][k]
         if model_args[k] != saved:
@@ -238,7 +230,7 @@ if checkpoint is not None:
     if device_type == 'cuda' and checkpoint['rng'].get('cuda') is not None:
         torch.cuda.set_rng_state(checkpoint['rng']['cuda'].cpu())
 checkpoint = None  # free the memory
-scaler = torch.amp.GradScaler(enabled=(dtype == 'float16'))
+scaler = torch.amp.GradScaler(enabled=(ptdtype == torch.float16))
 raw_model = model  # the uncompiled, unwrapped module: what checkpoints store
 if compile or (compile is None and device_type == 'cuda'):
     log("compiling the model (a minute or so)...")
@@ -289,8 +281,7 @@ def save_checkpoint():
                  rng=dict(data=data_rng.bit_generator.state, torch=torch.get_rng_state(),
                           cuda=torch.cuda.get_rng_state() if device_type == 'cuda' else None))
     os.makedirs(out_dir, exist_ok=True)
-    torch.save(state, ckpt_path + '.tmp')  # then rename: a crash never leaves a half-written checkpoint
-    os.replace(ckpt_path + '.tmp', ckpt_path)
+    write_atomic(ckpt_path, lambda tmp: torch.save(state, tmp))  # a crash never leaves a half-written checkpoint
 
 
 # -----------------------------------------------------------------------------
@@ -299,7 +290,7 @@ if master:
     os.makedirs(out_dir, exist_ok=True)
     metrics = open(os.path.join(out_dir, 'metrics.jsonl'), 'a')
 log(f"{raw_model.get_num_params() / 1e6:.2f}M parameters, layers {gptconf.layer_kinds()}, window {gptconf.sliding_window}, "
-    f"context {block_size}; {world} x {device} in {dtype}; peak {peak_flops / 1e9:.0f} GFLOP/s (for MFU)")
+    f"context {block_size}; {world} x {device} in {str(ptdtype)[6:]}; peak {peak_flops / 1e9:.0f} GFLOP/s (for MFU)")
 bar = tqdm(total=max_iters, initial=iter_num, disable=None if master else True, unit='it', dynamic_ncols=True)
 model.train()
 t0, step_losses, current = time.time(), [], None
@@ -345,7 +336,7 @@ while True:
         scaler.scale(loss / accum_per_rank).backward()
     scaler.unscale_(optimizer)
     grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip or float('inf'))  # 0 = no clipping
-    if not torch.isfinite(grad_norm) and dtype != 'float16':  # float16: the scaler skips the step and rescales
+    if not torch.isfinite(grad_norm) and ptdtype != torch.float16:  # float16: the scaler skips the step and rescales
         # a nan or inf loss makes every process's (all-reduced) gradient norm non-finite: all stop here,
         # before the optimizer would write it into the weights, and the last checkpoint stays as it was
         message = (f"the loss is {(loss_sum / accum_per_rank).item():.4g} and the gradient norm {grad_norm.item():.4g} "
