@@ -51,7 +51,8 @@ gradient_accumulation_steps: '[1, inf)' = 1  # micro-batches per optimizer step,
 block_size: '[1, inf)' = 2048             # training context length
 stages = ()                               # ((from_iter, block_size, batch_size), ...): the context and micro-batch
                                           # from each iteration on; () = one stage; the last context is the model's
-retrieval_rate: '[0, 1]' = 0.1            # fraction of training sequences that are synthetic retrieval examples
+retrieval_rate: '[0, 1]' = 0.1            # fraction of training sequences that are synthetic retrieval examples,
+                                          # in the last (long-context) stage only: the earlier ones are plain text
 retrieval_needles: '[1, inf)' = 1         # up to this many magic-number needles per retrieval sequence, each asked for
 # model (see GPTConfig in model.py)
 n_layer: '[1, inf)' = 8
@@ -300,7 +301,9 @@ while True:
     if (T, B) != current:
         current = (T, B)
         log(f"from iter {iter_num}: context {T}, {gradient_accumulation_steps} x {B} sequences, {tokens_per_iter:,} tokens/iter"
-            + (f", {recall_pairs_at(T)} pairs per sequence" if dataset == 'recall' else ''))
+            + (f", {recall_pairs_at(T)} pairs per sequence" if dataset == 'recall' else '')
+            + (f", {retrieval_rate:.0%} retrieval sequences" if dataset != 'recall' and retrieval_rate
+               and iter_num >= stages[-1][0] else ''))
         t0, step_losses = time.time(), []
     lr = get_lr(iter_num)
     for group in optimizer.param_groups:
@@ -323,7 +326,7 @@ while True:
         break
 
     # one optimizer step over the global batch; every process draws it, each runs its own share
-    X_all, Y_all = get_batch('train', gradient_accumulation_steps * B, data_rng, T, augment=True)
+    X_all, Y_all = get_batch('train', gradient_accumulation_steps * B, data_rng, T, augment=iter_num >= stages[-1][0])
     loss_sum = 0.0
     for micro_step in range(accum_per_rank):
         k = (micro_step * world + rank) * B
