@@ -9,6 +9,8 @@ settings; --key=value sets one, the value read as a Python literal (strings may 
 --init_from=resume; a list is a tuple: --lengths=512,2048). A setting keeps its default's type
 (an int may stand for a float, one value for a 1-tuple; a default of None takes any literal).
 
+A config file may begin with include('other.py') (relative to itself) and then set only what differs.
+
 A numeric setting declares its valid range once, as its annotation, in interval notation:
 
     batch_size: '[1, inf)' = 2        # at least 1
@@ -63,6 +65,24 @@ def in_range(value, interval):
     return (value >= lo if m.group(1) == '[' else value > lo) and (value <= hi if m.group(4) == ']' else value < hi)
 
 
+def read_config(path):
+    """The settings a config file assigns: {name: value}. A config can start from another one with
+    include('hybrid_long.py') (a path relative to the including file), then assign only what differs."""
+    namespace = {}
+
+    def include(name):
+        namespace.update(read_config(os.path.join(os.path.dirname(path), name)))
+
+    if not os.path.isfile(path):
+        fail(f"config file {path!r} not found")
+    try:
+        exec(open(path).read(), {'include': include}, namespace)
+    except Exception as e:
+        fail(f"config file {path!r} does not run: {type(e).__name__}: {e}")
+    return {k: v for k, v in namespace.items()
+            if not k.startswith('_') and not isinstance(v, (types.ModuleType, types.FunctionType, type))}
+
+
 def configure(settings, argv=None):
     """Apply config files and --key=value arguments (default: sys.argv[1:]) to `settings`,
     a script's globals. Only lower-case names bound to plain literals count as settings.
@@ -88,14 +108,7 @@ def configure(settings, argv=None):
                 found = glob.glob('config/*.py')
                 hint = (nearest(arg, found) or f" (config files: {', '.join(sorted(found))})") if found else ""
                 fail(f"config file {arg!r} not found{hint}")
-            namespace = {}
-            try:
-                exec(open(arg).read(), {}, namespace)
-            except Exception as e:
-                fail(f"config file {arg!r} does not run: {type(e).__name__}: {e}")
-            for key, value in namespace.items():
-                if key.startswith('_') or isinstance(value, (types.ModuleType, types.FunctionType, type)):
-                    continue
+            for key, value in read_config(arg).items():
                 changed[key] = checked(key, value, known, arg)
         known.update(changed)
     for key, interval in settings.get('__annotations__', {}).items():  # every setting's range, final values only

@@ -16,7 +16,7 @@ from configurator import configure, in_range
 from model import GPT
 from prepare_data import DATA, builtin_corpus, get_tokenizer, read_documents, retrieval_sequence
 
-from conftest import DATASET, HERE, TINY, run
+from conftest import DATASET, HERE, TINY, run, script_settings
 
 
 def logged_losses(stdout):
@@ -214,30 +214,6 @@ def test_a_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(trained, tmp
 # --- every numeric setting of every script has a range, and its boundaries are checked -----------------
 
 SCRIPTS = ['train.py', 'sample.py', 'eval_long.py', 'analyze_attention.py', 'prepare_data.py', 'bench.py', 'reproduce.py']
-
-
-def script_settings(path):
-    """A script's settings as configure() sees them, read from its source without running it: {name: default},
-    with the ranges of the annotated ones in '__annotations__'. Settings are the assignments of literals at the
-    top level (or under `if __name__ == '__main__':`) before the script calls configure()."""
-    tree = ast.parse(open(os.path.join(HERE, path)).read())
-    body = [n for top in tree.body for n in (top.body if isinstance(top, ast.If) else [top])]
-    settings, ranges = {}, {}
-    for node in body:
-        if isinstance(node, ast.Expr) and 'configure(globals())' in ast.unparse(node):
-            break
-        if isinstance(node, ast.Assign) and isinstance(node.value, ast.Call) and 'configure(globals())' in ast.unparse(node):
-            break
-        target = node.target if isinstance(node, ast.AnnAssign) else node.targets[0] if isinstance(node, ast.Assign) else None
-        if isinstance(target, ast.Name) and target.id.islower():
-            try:
-                settings[target.id] = ast.literal_eval(node.value)
-            except ValueError:
-                continue
-            if isinstance(node, ast.AnnAssign):
-                ranges[target.id] = ast.literal_eval(node.annotation)
-    assert settings, path
-    return dict(settings, __annotations__=ranges)
 
 
 @pytest.mark.parametrize('script', SCRIPTS)
