@@ -33,8 +33,8 @@ from contextlib import nullcontext
 
 import torch
 
-from configurator import configure, fail, resolve_device, write_atomic
-from model import GPT, GPTConfig, attend, keep_freed_memory, matmul_peak_flops
+from configurator import configure, fail, keep_freed_memory, matmul_peak_flops, resolve_device, write_atomic
+from model import GPT, GPTConfig, attend
 
 # the model: hybrid_long's size by default
 n_layer: '[1, inf)' = 8

@@ -478,7 +478,7 @@ if __name__ == '__main__':
         results['ruler'] = {name: {L: row[0.5] for L, row in grid(model, enc, fn, hays, L_list, [0.5], samples, rng(),
                                                                   prefill_chunk, desc=name)[0].items()}
                             for name, fn in RULER_TASKS.items()}
-        print(f"\nRULER-style tasks, fraction of references found (rows: task; columns: context length; - = does not fit)")
+        print("\nRULER-style tasks, fraction of references found (rows: task; columns: context length; - = does not fit)")
         print(f"{'task':>10} " + ' '.join(f"{L:>7}" for L in L_list))
         for name, row in results['ruler'].items():
             print(f"{name:>10} " + ' '.join(cell(row[L], 7) for L in L_list))

@@ -88,7 +88,7 @@ def test_cached_chunks_match_reference():
     pos = torch.arange(T)
     for window, cap in [(W, W), (None, T)]:
         ref = reference_attention(q, k, v, visible(pos, pos, window))
-        cache = KVCache(B, 2, 8, cap, torch.float32, 'cpu')
+        cache = KVCache(B, 2, 8, cap, torch.float32, 'cpu', window)
         outs, p0 = [], 0
         for C in [1, 4, 9, 1, 1, 7, 6]:  # chunks smaller and larger than the window
             kc, vc, kpos = cache.update(k[:, :, p0:p0 + C], v[:, :, p0:p0 + C], pos[p0:p0 + C])
@@ -96,6 +96,20 @@ def test_cached_chunks_match_reference():
             p0 += C
             cache.seen = p0
         torch.testing.assert_close(torch.cat(outs, 2), ref, atol=1e-5, rtol=1e-5)
+
+
+def test_an_undersized_cache_is_refused():
+    """A full-attention cache (or a window cache smaller than its window) that would wrap is refused,
+    rather than silently turned into a sliding window."""
+    k = torch.randn(1, 2, 5, 8)
+    for window, cap in [(None, 4), (8, 4)]:
+        cache = KVCache(1, 2, 8, cap, torch.float32, 'cpu', window)
+        with pytest.raises(ValueError, match='cannot hold'):
+            cache.update(k, k, torch.arange(5))
+    model = make('SSSN')
+    with pytest.raises(ValueError, match='cannot hold'):
+        next(model.stream(tokens(10, B=1), 5, cache=model.new_cache(1, 12, torch.float32, 'cpu')))
+    assert len(list(model.stream(tokens(10, B=1), 3, cache=model.new_cache(1, 12, torch.float32, 'cpu')))) == 3
 
 
 # --- positional properties -----------------------------------------------------

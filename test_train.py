@@ -1,7 +1,6 @@
 """End-to-end tests of the scripts: prepare_data.py, train.py (one process, resumed, DDP) and
 sample.py, on a small slice of the built-in corpus and a tiny model, plus their answers to bad input."""
 
-import ast
 import json
 import os
 import pickle
@@ -16,7 +15,7 @@ from configurator import configure, in_range
 from model import GPT
 from prepare_data import DATA, builtin_corpus, get_tokenizer, read_documents, retrieval_sequence
 
-from conftest import DATASET, HERE, TINY, run, script_settings
+from conftest import DATASET, TINY, run, script_settings
 
 
 def logged_losses(stdout):

@@ -29,8 +29,8 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel as DDP
 from tqdm import tqdm
 
-from configurator import configure, fail, load_model, resolve_device, write_atomic
-from model import GPT, GPTConfig, keep_freed_memory, matmul_peak_flops
+from configurator import configure, fail, keep_freed_memory, load_model, matmul_peak_flops, resolve_device, write_atomic
+from model import GPT, GPTConfig
 from prepare_data import DATA, RECALL_VOCAB, builtin_corpus, get_tokenizer, prepare, recall_batch, retrieval_sequence
 
 # -----------------------------------------------------------------------------
@@ -106,7 +106,7 @@ device_type = device.split(':')[0]
 autocast = nullcontext() if ptdtype == torch.float32 else torch.autocast(device_type=device_type, dtype=ptdtype)
 torch.manual_seed(seed)
 if device_type == 'cpu':
-    keep_freed_memory()  # see model.py: a CPU step is much faster without page-faulting the logits back in
+    keep_freed_memory()  # see configurator.py: a CPU step is much faster without page-faulting the logits back in
 if device_type == 'cuda':
     torch.backends.cuda.matmul.allow_tf32 = True
     torch.backends.cudnn.allow_tf32 = True
