@@ -28,11 +28,11 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from configurator import configure, fail
+from configurator import configure, fail, load_model, resolve_device, write_atomic
 from eval_long import Haystack, NEEDLE, QUESTION, RULER_INTRO, have_matplotlib, haystack_prompt, held_out_text, \
-    load_model, random_keys, random_number
-from model import visible
-from prepare_data import DATA, get_tokenizer, recall_batch, write_atomic
+    random_keys, random_number
+from model import attention_weights, visible
+from prepare_data import DATA, get_tokenizer, recall_batch
 
 SEGMENTS = ('begin', 'needle', 'context', 'question')                    # of a needle prompt's keys
 RECALL_SEGMENTS = ('begin', 'pair', 'other pairs', 'filler', 'query')  # of a recall sequence's keys, per query
@@ -70,11 +70,7 @@ def attention_rows(attn, x, rows, cos, sin):
     projections, norms, RoPE (or none) and window: softmax(q k^T / sqrt(hd)) over visible keys."""
     pos = torch.arange(x.size(1), device=x.device)
     q, k, _ = attn.project(x, pos, cos, sin)                               # (B, nh, T, hd), (B, nkv, T, hd)
-    q = q[:, :, rows].float()
-    k = k.repeat_interleave(attn.n_head // attn.n_kv_head, dim=1).float()  # GQA: one k head per query group
-    scores = q @ k.transpose(-2, -1) / math.sqrt(q.size(-1))               # (B, nh, R, T)
-    scores = scores.masked_fill(~visible(pos[rows], pos, attn.window), float('-inf'))
-    return scores.softmax(dim=-1)
+    return attention_weights(q[:, :, rows].float(), k.float(), visible(pos[rows], pos, attn.window))
 
 
 def bucket_edges(T):
@@ -191,9 +187,8 @@ if __name__ == '__main__':
     plots = True
     configure(globals())
 
-    if device == 'auto':
-        device = 'cuda' if torch.cuda.is_available() else 'cpu'
-    model, checkpoint = load_model(out_dir, device, getattr(torch, dtype, torch.float32))
+    device, ptdtype = resolve_device(device, dtype)
+    model, checkpoint = load_model(out_dir, device, ptdtype)
     T = checkpoint['model_args']['block_size']
     L_list = list(lengths) or [T, 4 * T]
     if not all(type(L) is int for L in L_list):

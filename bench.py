@@ -33,9 +33,8 @@ from contextlib import nullcontext
 
 import torch
 
-from configurator import configure, fail
-from model import GPT, GPTConfig, attend, keep_freed_memory, matmul_peak_flops
-from prepare_data import write_atomic
+from configurator import configure, fail, keep_freed_memory, matmul_peak_flops, resolve_device, write_atomic
+from model import GPT, GPTConfig, attend
 
 # the model: hybrid_long's size by default
 n_layer: '[1, inf)' = 8
@@ -63,13 +62,8 @@ plot = 'results/bench.png'         # '' = no plot
 worker = ''                        # internal: 'prefill:PATTERN:LENGTH' runs one prefill and prints its JSON
 configure(globals())
 
-if device == 'auto':
-    device = 'cuda' if torch.cuda.is_available() else 'cpu'
-if device.startswith('cuda') and not torch.cuda.is_available():
-    fail(f"device={device!r} but this machine has no CUDA GPU: use --device=cpu")
-if dtype not in ('float32', 'bfloat16', 'float16'):
-    fail(f"dtype={dtype!r} must be 'float32', 'bfloat16' or 'float16'")
-dev, ptdtype = torch.device(device), getattr(torch, dtype)
+device, ptdtype = resolve_device(device, dtype)
+dev = torch.device(device)
 cuda = dev.type == 'cuda'
 
 

@@ -2,6 +2,7 @@
 Paths are relative to this file and scripts run with this interpreter (sys.executable), so the suite
 passes from any directory and from a virtual environment that is not activated."""
 
+import ast
 import os
 import shutil
 import subprocess
@@ -43,3 +44,27 @@ def trained(dataset, tmp_path_factory):
     out = str(tmp_path_factory.mktemp('trained'))
     p = run('train.py', *TINY, '--max_iters=8', '--eval_interval=4', '--out_dir=' + out)
     return out, p.stdout
+
+
+def script_settings(path):
+    """A script's settings as configure() sees them, read from its source without running it: {name: default},
+    with the ranges of the annotated ones in '__annotations__'. Settings are the assignments of literals at the
+    top level (or under `if __name__ == '__main__':`) before the script calls configure()."""
+    tree = ast.parse(open(os.path.join(HERE, path)).read())
+    body = [n for top in tree.body for n in (top.body if isinstance(top, ast.If) else [top])]
+    settings, ranges = {}, {}
+    for node in body:
+        if isinstance(node, ast.Expr) and 'configure(globals())' in ast.unparse(node):
+            break
+        if isinstance(node, ast.Assign) and isinstance(node.value, ast.Call) and 'configure(globals())' in ast.unparse(node):
+            break
+        target = node.target if isinstance(node, ast.AnnAssign) else node.targets[0] if isinstance(node, ast.Assign) else None
+        if isinstance(target, ast.Name) and target.id.islower():
+            try:
+                settings[target.id] = ast.literal_eval(node.value)
+            except ValueError:
+                continue
+            if isinstance(node, ast.AnnAssign):
+                ranges[target.id] = ast.literal_eval(node.annotation)
+    assert settings, path
+    return dict(settings, __annotations__=ranges)

@@ -40,9 +40,8 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from configurator import configure, fail
-from model import GPT, GPTConfig
-from prepare_data import DATA, KEY_WORDS, TEMPLATES, get_tokenizer, recall_batch, write_atomic
+from configurator import configure, fail, load_model, resolve_device, write_atomic
+from prepare_data import DATA, KEY_WORDS, TEMPLATES, get_tokenizer, recall_batch
 
 # -----------------------------------------------------------------------------
 # The task generators. Each takes (enc, haystacks, length, depth, rng) and returns the prompt tokens
@@ -209,17 +208,6 @@ def score(output, refs, exact=False):
 
 # -----------------------------------------------------------------------------
 # Running a model
-
-def load_model(out_dir, device, dtype):
-    """The model (eval mode, on device, in dtype) and the settings of the checkpoint in out_dir."""
-    ckpt_path = os.path.join(out_dir, 'ckpt.pt')
-    if not os.path.exists(ckpt_path):
-        fail(f"no checkpoint at {ckpt_path}: train one (python train.py config/hybrid_long.py) or set --out_dir")
-    checkpoint = torch.load(ckpt_path, map_location='cpu', weights_only=False)
-    model = GPT(GPTConfig(**checkpoint['model_args']))
-    model.load_state_dict(checkpoint['model'])
-    return model.eval().to(device=device, dtype=dtype), checkpoint
-
 
 @torch.no_grad()
 def answers(model, enc, prompts, max_new_tokens, prefill_chunk, values=None, rng=None):
@@ -419,9 +407,8 @@ if __name__ == '__main__':
 
     if not all(type(L) is int and L > 0 for L in lengths) or not all(0 <= d <= 1 for d in depths):
         fail(f"lengths={lengths} must be positive integers and depths={depths} numbers in [0, 1], e.g. --lengths=512,2048")
-    if device == 'auto':
-        device = 'cuda' if torch.cuda.is_available() else 'cpu'
-    model, checkpoint = load_model(out_dir, device, getattr(torch, dtype, torch.float32))
+    device, ptdtype = resolve_device(device, dtype)
+    model, checkpoint = load_model(out_dir, device, ptdtype)
     T = checkpoint['model_args']['block_size']
     recall = checkpoint['config'].get('dataset') == 'recall'
     known = ['recall'] if recall else ['passkey', 'niah', 'ruler', 'ppl', 'short']
@@ -491,7 +478,7 @@ if __name__ == '__main__':
         results['ruler'] = {name: {L: row[0.5] for L, row in grid(model, enc, fn, hays, L_list, [0.5], samples, rng(),
                                                                   prefill_chunk, desc=name)[0].items()}
                             for name, fn in RULER_TASKS.items()}
-        print(f"\nRULER-style tasks, fraction of references found (rows: task; columns: context length; - = does not fit)")
+        print("\nRULER-style tasks, fraction of references found (rows: task; columns: context length; - = does not fit)")
         print(f"{'task':>10} " + ' '.join(f"{L:>7}" for L in L_list))
         for name, row in results['ruler'].items():
             print(f"{name:>10} " + ' '.join(cell(row[L], 7) for L in L_list))

@@ -22,10 +22,7 @@ import os
 import shutil
 import struct
 
-import torch
-
-from configurator import configure, fail
-from model import GPT, GPTConfig
+from configurator import configure, fail, load_model
 from prepare_data import ASSETS, EOT, GPT2_PATTERN, GPT2_SHA256
 from prepare_data import get_tokenizer  # noqa: F401 (the encoding the exported tokenizer must reproduce)
 
@@ -156,10 +153,8 @@ if __name__ == '__main__':
     hf_dir = hf_dir or os.path.join(out_dir, 'hf')
 
     ckpt_path = os.path.join(out_dir, 'ckpt.pt')
-    if not os.path.exists(ckpt_path):
-        fail(f"no checkpoint at {ckpt_path}: train one (python train.py config/hybrid_tiny.py) or set --out_dir")
-    checkpoint = torch.load(ckpt_path, map_location='cpu', weights_only=True)
-    cfg = GPTConfig(**checkpoint['model_args'])
+    model, checkpoint = load_model(out_dir)
+    cfg = model.config
     if cfg.qk_norm:
         fail(f"{ckpt_path} was trained with qk_norm=True, which SmolLM3 cannot express: nothing was written")
     if cfg.nope_temperature:
@@ -171,8 +166,6 @@ if __name__ == '__main__':
     if os.path.isdir(hf_dir) and os.listdir(hf_dir) and not force:
         fail(f"{hf_dir} exists and is not empty: add --force to replace it, or set --hf_dir")
 
-    model = GPT(cfg)
-    model.load_state_dict(checkpoint['model'])
     tmp = hf_dir.rstrip('/') + '.tmp'  # write everything under a temporary name, then rename: never half a folder
     shutil.rmtree(tmp, ignore_errors=True)
     os.makedirs(tmp)

@@ -16,11 +16,8 @@ Shapes used in the comments: B batch, T sequence length, C n_embd, nh query head
 nkv key/value heads (grouped-query attention), hd head dim = C // nh, W window.
 """
 
-import ctypes
 import inspect
 import math
-import sys
-import time
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -99,11 +96,12 @@ def apply_rope(x, cos, sin):
 
 
 # -----------------------------------------------------------------------------
-# Attention: one entry point, `attend`, that every layer calls.
-# Masks are described by positions, not by dense matrices: query at absolute
-# position i sees key at position j when j <= i (causal) and, for a window W,
-# i - W < j. That one rule is the whole semantics; the kernels below are faster
-# ways of computing the same thing.
+# Attention, by definition
+# A query at absolute position i sees the key at position j when j <= i (causal) and, in a
+# window of W, when i - W < j. Masks are described by these positions, never stored as T x T
+# matrices on the hot paths. This rule and the explicit softmax below are the whole semantics;
+# everything in the last part of the file is a faster way of computing the same thing, and the
+# tests hold each of those paths to reference_attention.
 
 def visible(q_pos, k_pos, window):
     """Boolean mask (Tq, Tk): True where the query may attend to the key. Empty slots have k_pos = -1."""
@@ -113,179 +111,19 @@ def visible(q_pos, k_pos, window):
     return seen
 
 
-def reference_attention(q, k, v, mask):
-    """The plain definition: softmax(q k^T / sqrt(hd) + mask) v, every score materialised.
-    q (B, nh, Tq, hd), k and v (B, nkv, Tk, hd), mask (Tq, Tk) -> (B, nh, Tq, hd)."""
-    group = q.size(1) // k.size(1)  # GQA: each k/v head serves `group` query heads
-    k, v = k.repeat_interleave(group, dim=1), v.repeat_interleave(group, dim=1)
+def attention_weights(q, k, mask):
+    """softmax(q k^T / sqrt(hd) + mask): how much each query reads each key, every score materialised.
+    q (B, nh, Tq, hd), k (B, nkv, Tk, hd), mask (Tq, Tk) of booleans (True = visible) -> (B, nh, Tq, Tk).
+    GQA: each k head serves nh // nkv query heads."""
+    k = k.repeat_interleave(q.size(1) // k.size(1), dim=1)
     scores = (q @ k.transpose(-2, -1)) / math.sqrt(q.size(-1))  # (B, nh, Tq, Tk)
-    scores = scores.masked_fill(~mask, float('-inf'))
-    return scores.softmax(dim=-1) @ v
+    return scores.masked_fill(~mask, float('-inf')).softmax(dim=-1)
 
 
-def sliding_window_blocked(q, k, v, window):
-    """Exact causal sliding-window attention in O(T * W), with no T x T mask.
-    Cut the queries into blocks of Bq = W/4 (at least 16): block b's queries, positions
-    bBq .. bBq+Bq-1, can only see keys from bBq-W+1 to bBq+Bq-1, so each block attends to
-    the W + Bq keys ending with it, through SDPA with one small (Bq, W + Bq) mask. Smaller query
-    blocks waste less: a block scores W + Bq keys per query where W are needed on average
-    (blocks of W would score 2W).
-    q (B, nh, T, hd), k and v (B, nkv, T, hd) -> (B, nh, T, hd)."""
-    B, nh, T, hd = q.shape
-    W = window
-    Bq = min(W, max(16, W // 4))
-    nb = -(-T // Bq)     # number of query blocks, rounding up
-    pad = nb * Bq - T    # pad the end so T divides into blocks; padded keys lie in every real query's future
-    q, k, v = (F.pad(t, (0, 0, 0, pad)) for t in (q, k, v))
-    k, v = (F.pad(t, (0, 0, W, 0)) for t in (k, v))  # W empty keys in front, for the first blocks
-    # fold the blocks into the batch: SDPA's fused CPU kernel takes 4-D inputs (the math fallback is 2x slower)
-    qb = q.view(B, nh, nb, Bq, hd).transpose(1, 2).reshape(B * nb, nh, Bq, hd)
-    kb, vb = (t.unfold(2, W + Bq, Bq).permute(0, 2, 1, 4, 3).reshape(B * nb, -1, W + Bq, hd) for t in (k, v))
-    # local query a (position bBq + a) sees local key c (position bBq - W + c) when a < c <= a + W,
-    # and only keys at positions >= 0 (the first W // Bq blocks reach into the empty front)
-    a = torch.arange(Bq, device=q.device)[:, None]
-    c = torch.arange(W + Bq, device=q.device)[None, :]
-    b = torch.arange(nb, device=q.device)[:, None, None, None]
-    mask = (c > a) & (c <= a + W) & (b * Bq - W + c >= 0)  # (nb, 1, Bq, W + Bq)
-    y = F.scaled_dot_product_attention(qb, kb, vb, attn_mask=mask.repeat(B, 1, 1, 1), enable_gqa=True)
-    return y.view(B, nb, nh, Bq, hd).transpose(1, 2).reshape(B, nh, nb * Bq, hd)[:, :, :T]
-
-
-@lru_cache(maxsize=16)
-def sliding_block_mask(T, window, device):
-    """FlexAttention's block-sparse mask: it skips every 128x128 tile outside the band. Built once per (T, W)."""
-    def in_window(b, h, q_idx, kv_idx):
-        return (kv_idx <= q_idx) & (q_idx - kv_idx < window)
-    return create_block_mask(in_window, B=None, H=None, Q_LEN=T, KV_LEN=T, device=device)
-
-
-@lru_cache(maxsize=1)
-def compiled_flex_attention():
-    """FlexAttention is fast only compiled into a fused kernel; compile it once, on first use."""
-    return torch.compile(flex_attention, dynamic=False)
-
-
-def sliding_window_flex(q, k, v, window):
-    """The same sliding window as a FlexAttention kernel (compiled on CUDA; eager elsewhere, for tests)."""
-    fn = compiled_flex_attention() if q.is_cuda else flex_attention
-    return fn(q, k, v, block_mask=sliding_block_mask(q.size(2), window, str(q.device)), enable_gqa=True)
-
-
-def attend(q, k, v, q_pos, k_pos, window, impl='auto'):
-    """Causal attention of queries at positions q_pos over keys at positions k_pos,
-    limited to the last `window` keys when window is not None (an 'S' layer).
-    q (B, nh, Tq, hd), k and v (B, nkv, Tk, hd), q_pos (Tq,), k_pos (Tk,) -> (B, nh, Tq, hd)."""
-    Tq, Tk = q.size(2), k.size(2)
-    if impl == 'reference':
-        return reference_attention(q, k, v, visible(q_pos, k_pos, window))
-    if Tq == Tk:  # no cache in play: queries and keys are the same positions
-        if window is None or window >= Tq:  # a window as long as the input is full attention
-            return F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True)  # flash kernel on CUDA
-        if q.is_cuda and flex_attention is not None:
-            return sliding_window_flex(q, k, v, window)
-        return sliding_window_blocked(q, k, v, window)
-    # decoding with a KV cache: Tq new queries over Tk cached + new keys, masked by position: (Tq, Tk),
-    # chunk-sized, never T x T. (One decoded token attends over the whole buffer, empty slots masked.)
-    # Decoding one token is bound by reading the cache, so read each k/v head once: fold the query heads
-    # that share it (GQA) into query rows, (B, nh, 1, hd) -> (B, nkv, group, hd), rather than let
-    # enable_gqa expand k and v to nh heads (2.3x faster per layer at 32k on the CPU).
-    mask = visible(q_pos, k_pos, window)
-    if Tq == 1:
-        B, nh, _, hd = q.shape
-        y = F.scaled_dot_product_attention(q.reshape(B, k.size(1), nh // k.size(1), hd), k, v, attn_mask=mask)
-        return y.view(B, nh, 1, hd)
-    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=True)
-
-
-class KVCache:
-    """Keys and values of one layer during generation, stored as a ring buffer:
-    the token at position p lives in slot p % capacity. Full-attention layers get
-    a capacity of the whole sequence, so nothing is ever overwritten; 'S' layers
-    get capacity W, so their memory stays W tokens however long the context grows."""
-
-    def __init__(self, batch, n_kv_head, head_dim, capacity, dtype, device):
-        self.k = torch.zeros(batch, n_kv_head, capacity, head_dim, dtype=dtype, device=device)
-        self.v = torch.zeros_like(self.k)
-        self.pos = torch.full((capacity,), -1, dtype=torch.long, device=device)  # position in each slot; -1 = empty
-        self.seen = 0  # tokens written so far
-
-    def update(self, k, v, pos):
-        """Add the keys/values (B, nkv, C, hd) of positions pos (C,), the C that follow the `seen` ones;
-        return the keys, values and positions (Tk,) that the new queries must attend over."""
-        cap, C, p0 = self.pos.numel(), k.size(2), self.seen  # GPT counts `seen`, after every layer has written
-        if C == 1:
-            # One decoded token: write it, then attend over the whole buffer. Its slot p % cap held p - cap, which
-            # no query at p needs; empty slots (position -1) are masked by position. Every shape is the same at
-            # every step and the position is a tensor, so a compiled decoding step never recompiles.
-            self._write(k, v, pos)
-            return self.k, self.v, self.pos
-        if p0 + C <= cap:  # a chunk that overwrites nothing: attend over the filled part of the buffer, no copy
-            self._write(k, v, pos)
-            return self.k[:, :, :p0 + C], self.v[:, :, :p0 + C], self.pos[:p0 + C]
-        # A chunk into a full ring: its early queries still need keys the chunk would overwrite,
-        # so attend over old + new (at most W + C keys), then keep the last W.
-        keys, values, positions = torch.cat([self.k, k], 2), torch.cat([self.v, v], 2), torch.cat([self.pos, pos])
-        self._write(k[:, :, -cap:], v[:, :, -cap:], pos[-cap:])
-        return keys, values, positions
-
-    def _write(self, k, v, pos):
-        slots = pos % self.pos.numel()
-        self.k.index_copy_(2, slots, k)
-        self.v.index_copy_(2, slots, v)
-        self.pos.index_copy_(0, slots, pos)
-
-    def nbytes(self):
-        return self.k.numel() * self.k.element_size() * 2
-
-
-# -----------------------------------------------------------------------------
-# The loss, without the logits of the whole batch
-
-LOSS_CHUNK = 2 ** 24  # logits per chunk: 64 MiB in float32 (333 tokens of GPT-2's vocabulary)
-
-
-class ChunkedCrossEntropy(torch.autograd.Function):
-    """Mean cross-entropy of the logits h @ weight^T against targets, computed LOSS_CHUNK logits at a time.
-    The forward pass also computes both gradients, chunk by chunk, and keeps only them: they are the size
-    of h (N, C) and of weight (V, C), never N x V. So memory no longer grows with tokens x vocabulary, and
-    the work is that of the plain loss (each chunk's logits made once, used for the loss and the gradients).
-    h (N, C), weight (V, C), targets (N,) all valid -> a scalar."""
-
-    @staticmethod
-    def forward(ctx, h, weight, targets):
-        N, V = h.size(0), weight.size(0)
-        chunk = max(1, LOSS_CHUNK // V)
-        needs_grad = ctx.needs_input_grad[0] or ctx.needs_input_grad[1]
-        # under autocast (bf16 on a GPU) the matmuls run in that type, and everything is summed in float32
-        dev = h.device.type
-        dtype = torch.get_autocast_dtype(dev) if torch.is_autocast_enabled(dev) else weight.dtype
-        loss = torch.zeros((), device=h.device)
-        grad_h = torch.empty_like(h) if needs_grad else None
-        grad_w = torch.zeros(weight.shape, device=weight.device) if needs_grad else None
-        with torch.autocast(dev, enabled=False):
-            w = weight.to(dtype)
-            for s in range(0, N, chunk):
-                hc, t = h[s:s + chunk].to(dtype), targets[s:s + chunk]
-                logits = (hc @ w.t()).float()                               # (c, V): the only logits alive
-                lse = logits.logsumexp(dim=-1)
-                loss += (lse - logits.gather(1, t[:, None]).squeeze(1)).sum()
-                if needs_grad:  # d loss / d logits = softmax - one_hot(target), over N
-                    g = logits.sub_(lse[:, None]).exp_()                    # the softmax, in place
-                    g[torch.arange(len(t), device=t.device), t] -= 1
-                    g /= max(N, 1)
-                    grad_h[s:s + chunk] = g.to(dtype) @ w                   # (c, C)
-                    if dtype == grad_w.dtype:
-                        grad_w.addmm_(g.t(), hc)                            # (V, C), summed in place
-                    else:
-                        grad_w += (g.t().to(dtype) @ hc).float()
-        ctx.save_for_backward(grad_h, grad_w)
-        ctx.weight_dtype = weight.dtype
-        return loss / max(N, 1)
-
-    @staticmethod
-    def backward(ctx, grad_loss):
-        grad_h, grad_w = ctx.saved_tensors
-        return grad_h * grad_loss, (grad_w * grad_loss).to(ctx.weight_dtype), None
+def reference_attention(q, k, v, mask):
+    """The plain definition, which every fast path is tested against: attention_weights @ v.
+    q (B, nh, Tq, hd), k and v (B, nkv, Tk, hd), mask (Tq, Tk) -> (B, nh, Tq, hd)."""
+    return attention_weights(q, k, mask) @ v.repeat_interleave(q.size(1) // v.size(1), dim=1)
 
 
 # -----------------------------------------------------------------------------
@@ -426,6 +264,15 @@ class GPT(nn.Module):
             if module.bias is not None:
                 torch.nn.init.zeros_(module.bias)
 
+    @classmethod
+    def from_checkpoint(cls, path, device='cpu', dtype=None):
+        """(model in eval mode on device, in dtype if given, the checkpoint dict) from train.py's ckpt.pt.
+        weights_only=True: unpickling may build tensors and plain values only, never run code."""
+        checkpoint = torch.load(path, map_location='cpu', weights_only=True)
+        model = cls(GPTConfig(**checkpoint['model_args']))
+        model.load_state_dict(checkpoint['model'])
+        return model.eval().to(device=device, dtype=dtype), checkpoint
+
     def get_num_params(self):
         """Parameters counted once (the tied embedding / lm_head matrix counts once)."""
         return sum(p.numel() for p in self.parameters())
@@ -483,7 +330,8 @@ class GPT(nn.Module):
         full-attention layers, only min(W, max_len) for sliding-window ones."""
         cfg = self.config
         return [KVCache(batch, cfg.n_kv_head, cfg.n_embd // cfg.n_head,
-                        max_len if kind != 'S' else min(cfg.sliding_window, max_len), dtype, device)
+                        max_len if kind != 'S' else min(cfg.sliding_window, max_len), dtype, device,
+                        cfg.sliding_window if kind == 'S' else None)
                 for kind in cfg.layer_kinds()]
 
     @torch.no_grad()
@@ -495,6 +343,8 @@ class GPT(nn.Module):
         temperature=0 means greedy (argmax)."""
         if cache is None:
             cache = self.new_cache(idx.size(0), idx.size(1) + max_new_tokens, self.lm_head.weight.dtype, idx.device)
+        for c in cache:  # the last new token is returned, never cached
+            c.check_room(c.seen + idx.size(1) + max_new_tokens - 1)
         self.rope(0, cache[0].seen + idx.size(1) + max_new_tokens, idx.device)  # the RoPE table, long enough for all
         # Each token reads the whole (vocab, C) output matrix. On the CPU a one-row matmul reads it twice
         # as fast laid out (C, vocab), so keep a transposed copy while generating (a view on GPUs).
@@ -506,11 +356,6 @@ class GPT(nn.Module):
         logits = (h[:, -1, :] @ head).float()      # (B, vocab): only the last position is needed
         pos = torch.tensor([cache[0].seen], device=idx.device)
         for i in range(max_new_tokens):
-            if i > 0:
-                logits = step(idx_next, pos, cache, head)  # one new position through every layer
-                pos = pos + 1
-                for c in cache:
-                    c.seen += 1
             if temperature == 0:
                 idx_next = logits.argmax(dim=-1, keepdim=True)
             else:
@@ -520,6 +365,11 @@ class GPT(nn.Module):
                     logits[logits < v[:, [-1]]] = -float('inf')
                 idx_next = torch.multinomial(F.softmax(logits, dim=-1), num_samples=1)
             yield idx_next
+            if i + 1 < max_new_tokens:
+                logits = step(idx_next, pos, cache, head)  # one new position through every layer
+                pos = pos + 1
+                for c in cache:
+                    c.seen += 1
 
     def generate(self, idx, max_new_tokens, temperature=1.0, top_k=None, prefill_chunk=1024, compile=False):
         """idx (B, T) followed by max_new_tokens generated tokens: (B, T + max_new_tokens)."""
@@ -559,6 +409,151 @@ class GPT(nn.Module):
         return self.flops_per_token(T) * tokens_per_iter / dt / peak_flops
 
 
+# =============================================================================
+# How it is made fast. Everything below computes what the reference above computes:
+# `attend` picks a kernel for each case (training, prefill, decoding), KVCache keeps what
+# decoding needs, and the loss never holds the logits of the whole batch.
+
+def attend(q, k, v, q_pos, k_pos, window, impl='auto'):
+    """Causal attention of queries at positions q_pos over keys at positions k_pos,
+    limited to the last `window` keys when window is not None (an 'S' layer).
+    q (B, nh, Tq, hd), k and v (B, nkv, Tk, hd), q_pos (Tq,), k_pos (Tk,) -> (B, nh, Tq, hd)."""
+    Tq, Tk = q.size(2), k.size(2)
+    if impl == 'reference':
+        return reference_attention(q, k, v, visible(q_pos, k_pos, window))
+    if Tq == Tk:  # no cache in play: queries and keys are the same positions
+        if window is None or window >= Tq:  # a window as long as the input is full attention
+            return F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True)  # flash kernel on CUDA
+        if q.is_cuda and flex_attention is not None:
+            return sliding_window_flex(q, k, v, window)
+        return sliding_window_blocked(q, k, v, window)
+    # decoding with a KV cache: Tq new queries over Tk cached + new keys, masked by position: (Tq, Tk),
+    # chunk-sized, never T x T. (One decoded token attends over the whole buffer, empty slots masked.)
+    # Decoding one token is bound by reading the cache, so read each k/v head once: fold the query heads
+    # that share it (GQA) into query rows, (B, nh, 1, hd) -> (B, nkv, group, hd), rather than let
+    # enable_gqa expand k and v to nh heads (2.3x faster per layer at 32k on the CPU).
+    mask = visible(q_pos, k_pos, window)
+    if Tq == 1:
+        B, nh, _, hd = q.shape
+        y = F.scaled_dot_product_attention(q.reshape(B, k.size(1), nh // k.size(1), hd), k, v, attn_mask=mask)
+        return y.view(B, nh, 1, hd)
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=True)
+
+
+def sliding_window_blocked(q, k, v, window):
+    """Exact causal sliding-window attention in O(T * W), with no T x T mask.
+    The visible (query, key) pairs form a band W wide along the diagonal. Cut the queries into
+    blocks of Bq: block b's queries, positions bBq .. bBq+Bq-1, can only see keys from bBq-W+1 to
+    bBq+Bq-1, so each block attends to the W + Bq keys ending with it (the box), through SDPA with
+    one small (Bq, W + Bq) mask. Here W = 4, Bq = 2 (# visible, . in the box but masked):
+
+                 key -4 -3 -2 -1  0  1  2  3  4  5
+        query 0    .  .  .  .  #  .                 block 0: keys -4..1 (the negative ones are padding)
+        query 1    .  .  .  .  #  #
+        query 2          .  .  #  #  #  .           block 1: keys -2..3
+        query 3          .  .  #  #  #  #
+        query 4                .  #  #  #  #  .     block 2: keys 0..5
+        query 5                .  .  #  #  #  #
+
+    Smaller blocks waste less: a block scores W + Bq keys per query where W are needed; blocks of
+    W would score 2W. Bq = W/4 (at least 16) keeps the blocks large enough for a fast kernel.
+    q (B, nh, T, hd), k and v (B, nkv, T, hd) -> (B, nh, T, hd)."""
+    B, nh, T, hd = q.shape
+    W = window
+    Bq = min(W, max(16, W // 4))
+    nb = -(-T // Bq)     # number of query blocks, rounding up
+    pad = nb * Bq - T    # pad the end so T divides into blocks; padded keys lie in every real query's future
+    q, k, v = (F.pad(t, (0, 0, 0, pad)) for t in (q, k, v))
+    k, v = (F.pad(t, (0, 0, W, 0)) for t in (k, v))  # W empty keys in front, for the first blocks
+    # fold the blocks into the batch: SDPA's fused CPU kernel takes 4-D inputs (the math fallback is 2x slower)
+    qb = q.view(B, nh, nb, Bq, hd).transpose(1, 2).reshape(B * nb, nh, Bq, hd)
+    kb, vb = (t.unfold(2, W + Bq, Bq).permute(0, 2, 1, 4, 3).reshape(B * nb, -1, W + Bq, hd) for t in (k, v))
+    # local query a (position bBq + a) sees local key c (position bBq - W + c) when a < c <= a + W,
+    # and only keys at positions >= 0 (the first W // Bq blocks reach into the empty front)
+    a = torch.arange(Bq, device=q.device)[:, None]
+    c = torch.arange(W + Bq, device=q.device)[None, :]
+    b = torch.arange(nb, device=q.device)[:, None, None, None]
+    mask = (c > a) & (c <= a + W) & (b * Bq - W + c >= 0)  # (nb, 1, Bq, W + Bq)
+    y = F.scaled_dot_product_attention(qb, kb, vb, attn_mask=mask.repeat(B, 1, 1, 1), enable_gqa=True)
+    return y.view(B, nb, nh, Bq, hd).transpose(1, 2).reshape(B, nh, nb * Bq, hd)[:, :, :T]
+
+
+@lru_cache(maxsize=16)
+def sliding_block_mask(T, window, device):
+    """FlexAttention's block-sparse mask: it skips every 128x128 tile outside the band. Built once per (T, W)."""
+    def in_window(b, h, q_idx, kv_idx):
+        return (kv_idx <= q_idx) & (q_idx - kv_idx < window)
+    return create_block_mask(in_window, B=None, H=None, Q_LEN=T, KV_LEN=T, device=device)
+
+
+@lru_cache(maxsize=1)
+def compiled_flex_attention():
+    """FlexAttention is fast only compiled into a fused kernel; compile it once, on first use."""
+    return torch.compile(flex_attention, dynamic=False)
+
+
+def sliding_window_flex(q, k, v, window):
+    """The same sliding window as a FlexAttention kernel (compiled on CUDA; eager elsewhere, for tests)."""
+    fn = compiled_flex_attention() if q.is_cuda else flex_attention
+    return fn(q, k, v, block_mask=sliding_block_mask(q.size(2), window, str(q.device)), enable_gqa=True)
+
+
+class KVCache:
+    """Keys and values of one layer during generation, stored as a ring buffer:
+    the token at position p lives in slot p % capacity. Full-attention layers (window None) get
+    a capacity of the whole sequence, so nothing is ever overwritten; 'S' layers get capacity W,
+    so their memory stays W tokens however long the context grows.
+    Once a ring has wrapped, its keys are not in position order. That is fine: attention is a
+    weighted sum over a set of keys, each key carries its position (RoPE is applied before it is
+    cached, and the mask is computed from self.pos), so the order of the slots changes nothing."""
+
+    def __init__(self, batch, n_kv_head, head_dim, capacity, dtype, device, window=None):
+        self.window = window  # None: a full-attention layer, which must never overwrite
+        self.k = torch.zeros(batch, n_kv_head, capacity, head_dim, dtype=dtype, device=device)
+        self.v = torch.zeros_like(self.k)
+        self.pos = torch.full((capacity,), -1, dtype=torch.long, device=device)  # position in each slot; -1 = empty
+        self.seen = 0  # tokens written so far
+
+    def update(self, k, v, pos):
+        """Add the keys/values (B, nkv, C, hd) of positions pos (C,), the C that follow the `seen` ones;
+        return the keys, values and positions (Tk,) that the new queries must attend over."""
+        cap, C, p0 = self.pos.numel(), k.size(2), self.seen  # GPT counts `seen`, after every layer has written
+        if C == 1:
+            # One decoded token: write it, then attend over the whole buffer. Its slot p % cap held p - cap, which
+            # no query at p needs; empty slots (position -1) are masked by position. Every shape is the same at
+            # every step and the position is a tensor, so a compiled decoding step never recompiles.
+            self._write(k, v, pos)
+            return self.k, self.v, self.pos
+        self.check_room(p0 + C)
+        if p0 + C <= cap:  # a chunk that overwrites nothing: attend over the filled part of the buffer, no copy
+            self._write(k, v, pos)
+            return self.k[:, :, :p0 + C], self.v[:, :, :p0 + C], self.pos[:p0 + C]
+        # A chunk into a full ring: its early queries still need keys the chunk would overwrite,
+        # so attend over old + new (at most W + C keys), then keep the last W.
+        keys, values, positions = torch.cat([self.k, k], 2), torch.cat([self.v, v], 2), torch.cat([self.pos, pos])
+        self._write(k[:, :, -cap:], v[:, :, -cap:], pos[-cap:])
+        return keys, values, positions
+
+    def check_room(self, n):
+        """Refuse to hold n positions where wrapping the ring would lose keys that attention needs: in a
+        full-attention cache, or a window cache smaller than its window. Silently, that would turn full
+        attention into a sliding window. (Not checked per decoded token: GPT.stream checks once, up front,
+        so that the compiled step reads no Python number that changes.)"""
+        cap = self.pos.numel()
+        if n > cap and (self.window is None or cap < self.window):
+            raise ValueError(f"a KV cache of {cap} positions (window {self.window}) cannot hold {n}: "
+                             f"allocate it with GPT.new_cache(batch, max_len) for the whole sequence")
+
+    def _write(self, k, v, pos):
+        slots = pos % self.pos.numel()
+        self.k.index_copy_(2, slots, k)
+        self.v.index_copy_(2, slots, v)
+        self.pos.index_copy_(0, slots, pos)
+
+    def nbytes(self):
+        return self.k.numel() * self.k.element_size() * 2
+
+
 def compiled_decode_step(model):
     """model.decode_step compiled once per model: under CUDA graphs on a GPU (one launch per token instead of a
     few hundred), as fused C++ kernels on a CPU (fewer, larger operations)."""
@@ -568,27 +563,53 @@ def compiled_decode_step(model):
     return model._compiled_step
 
 
-def matmul_peak_flops(device, dtype, n=2048, repeat=10):
-    """This device's achievable FLOP/s: the best of `repeat` timed n x n matmuls in `dtype`.
-    MFU against it says how close training runs to what the hardware really does."""
-    a, b = (torch.randn(n, n, device=device, dtype=dtype) for _ in range(2))
-    best = float('inf')
-    for _ in range(repeat + 1):  # the first call warms up
-        if device.type == 'cuda':
-            torch.cuda.synchronize()
-        t = time.perf_counter()
-        a @ b
-        if device.type == 'cuda':
-            torch.cuda.synchronize()
-        best = min(best, time.perf_counter() - t)
-    return 2 * n ** 3 / best
+# -----------------------------------------------------------------------------
+# The loss, without the logits of the whole batch
+
+LOSS_CHUNK = 2 ** 24  # logits per chunk: 64 MiB in float32 (333 tokens of GPT-2's vocabulary)
 
 
-def keep_freed_memory():
-    """On Linux CPUs: glibc returns every large freed buffer (the logits alone are tokens x 50k floats)
-    to the OS, and the next step page-faults it back in, 4 KiB at a time. Keeping freed memory in the
-    process (mmap threshold 1 GiB, no trimming) took a hybrid_tiny-sized step from 2.0 s to 1.2 s on 2 cores."""
-    if sys.platform.startswith('linux'):
-        libc = ctypes.CDLL('libc.so.6')
-        libc.mallopt(-3, 1 << 30)  # M_MMAP_THRESHOLD
-        libc.mallopt(-1, 1 << 31)  # M_TRIM_THRESHOLD
+
+
+class ChunkedCrossEntropy(torch.autograd.Function):
+    """Mean cross-entropy of the logits h @ weight^T against targets, computed LOSS_CHUNK logits at a time.
+    The forward pass also computes both gradients, chunk by chunk, and keeps only them: they are the size
+    of h (N, C) and of weight (V, C), never N x V. So memory no longer grows with tokens x vocabulary, and
+    the work is that of the plain loss (each chunk's logits made once, used for the loss and the gradients).
+    h (N, C), weight (V, C), targets (N,) all valid -> a scalar."""
+
+    @staticmethod
+    def forward(ctx, h, weight, targets):
+        N, V = h.size(0), weight.size(0)
+        chunk = max(1, LOSS_CHUNK // V)
+        needs_grad = ctx.needs_input_grad[0] or ctx.needs_input_grad[1]
+        # under autocast (bf16 on a GPU) the matmuls run in that type, and everything is summed in float32
+        dev = h.device.type
+        dtype = torch.get_autocast_dtype(dev) if torch.is_autocast_enabled(dev) else weight.dtype
+        loss = torch.zeros((), device=h.device)
+        grad_h = torch.empty_like(h) if needs_grad else None
+        grad_w = torch.zeros(weight.shape, device=weight.device) if needs_grad else None
+        with torch.autocast(dev, enabled=False):
+            w = weight.to(dtype)
+            for s in range(0, N, chunk):
+                hc, t = h[s:s + chunk].to(dtype), targets[s:s + chunk]
+                logits = (hc @ w.t()).float()                               # (c, V): the only logits alive
+                lse = logits.logsumexp(dim=-1)
+                loss += (lse - logits.gather(1, t[:, None]).squeeze(1)).sum()
+                if needs_grad:  # d loss / d logits = softmax - one_hot(target), over N
+                    g = logits.sub_(lse[:, None]).exp_()                    # the softmax, in place
+                    g[torch.arange(len(t), device=t.device), t] -= 1
+                    g /= max(N, 1)
+                    grad_h[s:s + chunk] = g.to(dtype) @ w                   # (c, C)
+                    if dtype == grad_w.dtype:
+                        grad_w.addmm_(g.t(), hc)                            # (V, C), summed in place
+                    else:
+                        grad_w += (g.t().to(dtype) @ hc).float()
+        ctx.save_for_backward(grad_h, grad_w)
+        ctx.weight_dtype = weight.dtype
+        return loss / max(N, 1)
+
+    @staticmethod
+    def backward(ctx, grad_loss):
+        grad_h, grad_w = ctx.saved_tensors
+        return grad_h * grad_loss, (grad_w * grad_loss).to(ctx.weight_dtype), None

@@ -25,7 +25,7 @@ import tiktoken
 import tiktoken.load
 from tqdm import tqdm
 
-from configurator import fail
+from configurator import fail, write_atomic
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ASSETS = os.path.join(HERE, 'assets')
@@ -207,13 +207,6 @@ def tokenize(enc, texts, num_threads):
     for t in tokens:
         t.append(enc.eot_token)
     return tokens
-
-
-def write_atomic(path, write):
-    """Write through a temporary name and rename: a crash never leaves a half-written file."""
-    tmp = path + '.tmp'
-    write(tmp)
-    os.replace(tmp, path)
 
 
 def prepare(documents, name, encoding='gpt2', val_fraction=0.1, seed=1337, num_threads=0):

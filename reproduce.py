@@ -25,23 +25,29 @@ import time
 
 import numpy as np
 
-from configurator import configure, fail
-from prepare_data import write_atomic
+from configurator import configure, fail, read_config, write_atomic
 
-# The paper's variants (section 3): what differs is only the attention of each layer.
-VARIANTS = {
-    'rope':          dict(layer_pattern='R'),                      # the RoPE baseline
-    'nope':          dict(layer_pattern='N'),                      # no positional encoding anywhere
-    'rope_qknorm':   dict(layer_pattern='R', qk_norm=True),        # RoPE + QK-Norm
-    'rnope':         dict(layer_pattern='RRRN'),                   # RoPE and NoPE interleaved 3:1
-    'rnope_swa':     dict(layer_pattern='SSSN'),                   # ... with windowed RoPE layers: RNoPE-SWA
-    'rnope_theta1m': dict(layer_pattern='RRRN', rope_theta=1e6),   # RNoPE with a 100x larger RoPE theta
-}
-# The recall track adds one variant that is in no paper: RNoPE-SWA whose NoPE layers scale q by
-# 1 + 0.1 log(floor((p + 1) / 16) + 1) (Llama 4's form, beta 0.1 as in Llama 4; s = 16, an eighth of the
-# training length, so that the scale already varies, from 1 to 1.22, while training). Fixed beforehand.
-RECALL_VARIANTS = dict(VARIANTS, rnope_swa_temp=dict(layer_pattern='SSSN', nope_temperature=0.1,
-                                                     nope_temperature_floor=16))
+# The paper's variants (section 3), each a config file that changes only the attention of
+# config/hybrid_long.py (which it includes); a track trains every variant with its own recipe
+# (config/repro.py, config/recall.py) plus what the variant's file changes.
+VARIANTS = ('rope', 'nope', 'rope_qknorm', 'rnope', 'rnope_swa', 'rnope_theta1m')
+RECALL_VARIANTS = VARIANTS + ('rnope_swa_temp',)  # with a NoPE temperature: in no paper (config/rnope_swa_temp.py)
+
+
+def variant(name):
+    """What config/<name>.py changes from config/hybrid_long.py: {setting: value}."""
+    main = read_config('config/hybrid_long.py')
+    return {k: v for k, v in read_config(f'config/{name}.py').items() if k != 'out_dir' and main.get(k) != v}
+
+
+def label(name):
+    """How the tables name a variant's attention as the track trains it, e.g. `RRRN` θ=1e+06."""
+    settings = {**read_config(config_file), **variant(name)}
+    return (f"`{settings['layer_pattern']}`" + (' +QK-Norm' if settings.get('qk_norm') else '')
+            + (f" θ={settings['rope_theta']:g}" if settings.get('rope_theta', 1e4) != 1e4 else '')
+            + (f" +NoPE temp. β={settings['nope_temperature']:g}" if settings.get('nope_temperature') else ''))
+
+
 TRACKS = dict(text=('config/repro.py', VARIANTS, 'out-repro'), recall=('config/recall.py', RECALL_VARIANTS, 'out-recall'))
 
 track = 'text'                  # 'text' or 'recall'
@@ -109,7 +115,7 @@ for name, s, run_name in runs:
     log_path = os.path.join(results, f"{'recall-' if track == 'recall' else ''}{run_name}.log")
     times_path = os.path.join(out_dir, 'times.json')
     times = json.load(open(times_path)) if os.path.exists(times_path) else {}
-    extra = [f"--{k}={v}" for k, v in table_of_variants[name].items()]
+    extra = [f"--{k}={v}" for k, v in variant(name).items()]
     if track == 'recall':
         extra.append(f"--seed={1337 + s}")
     else:
@@ -161,12 +167,6 @@ if track == 'recall':
         if len(values) == 1:
             return fmt.format(values[0])
         return f"{fmt.format(np.mean(values))} ({fmt.format(min(values))}-{fmt.format(max(values))})"
-
-    def label(n):
-        v = RECALL_VARIANTS[n]
-        return (f"`{v['layer_pattern']}`" + (' +QK-Norm' if v.get('qk_norm') else '')
-                + (f" θ={v['rope_theta']:g}" if 'rope_theta' in v else '')
-                + (f" +NoPE temp. β={v['nope_temperature']:g}" if v.get('nope_temperature') else ''))
 
     pairs = ev[runs[0][2]]['pairs']
     lines = [f"Per-query accuracy (argmax, teacher-forced) on {ev[runs[0][2]]['samples']} fresh sequences of {pairs} "
@@ -256,8 +256,7 @@ for n in chosen:
     e = ev[n]
     ruler_by_length = {L: [e['ruler'][task][L] for task in e['ruler']] for L in e['ruler']['single']}
     lines.append('| ' + ' | '.join([
-        n, f"`{VARIANTS[n]['layer_pattern']}`" + (' +QK-Norm' if VARIANTS[n].get('qk_norm') else '')
-        + (f" θ={VARIANTS[n]['rope_theta']:g}" if 'rope_theta' in VARIANTS[n] else ''),
+        n, label(n),
         f"{e['short_val_loss']:.3f}",
         f"{e['ppl']['by_length'][str(T)]:.3f} / {e['ppl']['by_length'][str(Lmax)]:.3f}",
         split(e['passkey']), split(e['niah']), split(ruler_by_length, pick=lambda r: r),

@@ -16,8 +16,7 @@ import time
 
 import torch
 
-from configurator import configure, fail
-from eval_long import load_model
+from configurator import configure, fail, load_model, resolve_device
 from prepare_data import get_tokenizer
 
 out_dir = 'out-hybrid-long'
@@ -33,13 +32,7 @@ compile = False           # torch.compile the trunk: it recompiles as positions 
 prefill_chunk: '[1, inf)' = 1024          # prompt tokens per prefill step: bounds activation memory
 configure(globals())
 
-if device == 'auto':
-    device = 'cuda' if torch.cuda.is_available() else 'mps' if torch.backends.mps.is_available() else 'cpu'
-if dtype == 'auto':
-    dtype = 'bfloat16' if device.startswith('cuda') and torch.cuda.is_bf16_supported() else 'float32'
-if dtype not in ('float32', 'bfloat16', 'float16'):
-    fail(f"dtype={dtype!r} must be 'float32', 'bfloat16', 'float16' or 'auto'")
-ptdtype = getattr(torch, dtype)
+device, ptdtype = resolve_device(device, dtype)
 torch.manual_seed(seed)
 
 if max_new_tokens < 1:

@@ -4,6 +4,8 @@ explicit mask), and every positional claim (causality, window reach, NoPE's blin
 order, RoPE's relativity) is checked on the model itself."""
 
 import copy
+import glob
+import os
 
 import pytest
 import torch
@@ -11,7 +13,8 @@ import torch.nn.functional as F
 
 from model import GPT, GPTConfig, KVCache, attend, reference_attention, sliding_window_blocked, sliding_window_flex, visible
 
-from configurator import configure
+from configurator import configure, read_config
+from conftest import HERE, script_settings
 
 pytestmark = pytest.mark.filterwarnings('ignore:flex_attention called without torch.compile')  # eager on CPU
 
@@ -85,7 +88,7 @@ def test_cached_chunks_match_reference():
     pos = torch.arange(T)
     for window, cap in [(W, W), (None, T)]:
         ref = reference_attention(q, k, v, visible(pos, pos, window))
-        cache = KVCache(B, 2, 8, cap, torch.float32, 'cpu')
+        cache = KVCache(B, 2, 8, cap, torch.float32, 'cpu', window)
         outs, p0 = [], 0
         for C in [1, 4, 9, 1, 1, 7, 6]:  # chunks smaller and larger than the window
             kc, vc, kpos = cache.update(k[:, :, p0:p0 + C], v[:, :, p0:p0 + C], pos[p0:p0 + C])
@@ -93,6 +96,20 @@ def test_cached_chunks_match_reference():
             p0 += C
             cache.seen = p0
         torch.testing.assert_close(torch.cat(outs, 2), ref, atol=1e-5, rtol=1e-5)
+
+
+def test_an_undersized_cache_is_refused():
+    """A full-attention cache (or a window cache smaller than its window) that would wrap is refused,
+    rather than silently turned into a sliding window."""
+    k = torch.randn(1, 2, 5, 8)
+    for window, cap in [(None, 4), (8, 4)]:
+        cache = KVCache(1, 2, 8, cap, torch.float32, 'cpu', window)
+        with pytest.raises(ValueError, match='cannot hold'):
+            cache.update(k, k, torch.arange(5))
+    model = make('SSSN')
+    with pytest.raises(ValueError, match='cannot hold'):
+        next(model.stream(tokens(10, B=1), 5, cache=model.new_cache(1, 12, torch.float32, 'cpu')))
+    assert len(list(model.stream(tokens(10, B=1), 3, cache=model.new_cache(1, 12, torch.float32, 'cpu')))) == 3
 
 
 # --- positional properties -----------------------------------------------------
@@ -144,14 +161,13 @@ def test_rope_scores_depend_only_on_relative_position():
     k = attn.k_proj(x).view(1, 10, 4, 8).transpose(1, 2)
     from model import apply_rope
 
-    def scores(p0):
-        cos, sin = model.rope(p0, 10, x.device)
-        return apply_rope(q, cos, sin) @ apply_rope(k, cos, sin).transpose(-2, -1)
+    def scores(q0, k0):
+        """q at positions q0..q0+9, k at k0..k0+9: rotated scores (1, 4, 10, 10)."""
+        return apply_rope(q, *model.rope(q0, 10, x.device)) @ apply_rope(k, *model.rope(k0, 10, x.device)).transpose(-2, -1)
 
-    torch.testing.assert_close(scores(0), scores(1000), atol=1e-4, rtol=1e-4)
-    cos, sin = model.rope(0, 10, x.device)
-    unrotated_k = apply_rope(k, *model.rope(5, 10, x.device))  # q and k shifted apart: scores change
-    assert (apply_rope(q, cos, sin) @ unrotated_k.transpose(-2, -1) - scores(0)).abs().max() > 1e-3
+    torch.testing.assert_close(scores(0, 0), scores(1000, 1000), atol=1e-4, rtol=1e-4)  # both moved: the same
+    torch.testing.assert_close(scores(5, 0), scores(1005, 1000), atol=1e-4, rtol=1e-4)  # same offset: the same
+    assert (scores(5, 0) - scores(0, 0)).abs().max() > 1e-2                            # another offset: changed
 
 
 @pytest.mark.parametrize('qk_norm', [True, False])
@@ -250,14 +266,25 @@ def test_flops_count_visible_pairs_and_gqa():
     assert make('R').flops_per_token(T) > model.flops_per_token(T)                  # no windows
 
 
-def test_config_files_build_models():
-    import glob
-    for path in glob.glob('config/*.py'):
-        values = {}
-        exec(open(path).read(), {}, values)
-        fields = {k: v for k, v in values.items() if k in GPTConfig.__dataclass_fields__}
-        assert 'layer_pattern' in fields, path
-        GPTConfig(**fields)
+def test_config_files_are_train_settings_and_build_models():
+    """Every config/*.py (found beside this file, whatever the working directory) holds only settings that
+    train.py knows, within their ranges (configure() exits on anything else), and builds a model."""
+    paths = sorted(glob.glob(os.path.join(HERE, 'config', '*.py')))
+    assert len(paths) >= 10
+    for path in paths:
+        final = configure(script_settings('train.py'), [path])
+        GPTConfig(**{k: v for k, v in final.items() if k in GPTConfig.__dataclass_fields__})
+
+
+def test_a_config_overlay_changes_only_what_it_sets(tmp_path):
+    (tmp_path / 'base.py').write_text("n_layer = 8\nlearning_rate = 2e-3\nlayer_pattern = 'SSSN'\n")
+    (tmp_path / 'variant.py').write_text("include('base.py')\nlayer_pattern = 'R'\n")
+    assert read_config(str(tmp_path / 'variant.py')) == dict(n_layer=8, learning_rate=2e-3, layer_pattern='R')
+    assert read_config(os.path.join(HERE, 'config', 'rope.py')) == dict(
+        read_config(os.path.join(HERE, 'config', 'hybrid_long.py')), out_dir='out-rope', layer_pattern='R')
+    (tmp_path / 'typo.py').write_text("include('base.py')\nlayer_patern = 'R'\n")
+    with pytest.raises(SystemExit):
+        configure(settings(), [str(tmp_path / 'typo.py')])
 
 
 # --- configurator ----------------------------------------------------------------

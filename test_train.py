@@ -1,9 +1,9 @@
 """End-to-end tests of the scripts: prepare_data.py, train.py (one process, resumed, DDP) and
 sample.py, on a small slice of the built-in corpus and a tiny model, plus their answers to bad input."""
 
-import ast
 import json
 import os
+import pickle
 import re
 import shutil
 
@@ -12,9 +12,10 @@ import pytest
 import torch
 
 from configurator import configure, in_range
+from model import GPT
 from prepare_data import DATA, builtin_corpus, get_tokenizer, read_documents, retrieval_sequence
 
-from conftest import DATASET, HERE, TINY, run
+from conftest import DATASET, TINY, run, script_settings
 
 
 def logged_losses(stdout):
@@ -152,6 +153,35 @@ def test_empty_prompt_file(trained, tmp_path):
     assert p.returncode != 0 and 'Traceback' not in p.stderr and p.stderr.count('\n') == 1 and 'empty' in p.stderr
 
 
+class CodeOnLoad:
+    """Unpickled with weights_only=False, this would call open(path, 'w'): a stand-in for any code a
+    downloaded checkpoint could run."""
+
+    def __init__(self, path):
+        self.path = path
+
+    def __reduce__(self):
+        return open, (self.path, 'w')
+
+
+def test_a_checkpoint_that_would_run_code_is_refused(trained, tmp_path):
+    """Every script loads checkpoints with weights_only=True: a crafted pickle is refused in one line and its
+    code never runs, while train.py's own checkpoints load."""
+    model, checkpoint = GPT.from_checkpoint(os.path.join(trained[0], 'ckpt.pt'))
+    assert checkpoint['iter_num'] == 8 and not model.training
+    crafted, ran = tmp_path / 'crafted', tmp_path / 'the code ran'
+    crafted.mkdir()
+    torch.save({'model_args': CodeOnLoad(str(ran))}, crafted / 'ckpt.pt')
+    with pytest.raises(pickle.UnpicklingError):
+        GPT.from_checkpoint(str(crafted / 'ckpt.pt'))
+    for script, *args in [('sample.py',), ('eval_long.py', '--tasks=short'), ('analyze_attention.py',),
+                          ('export_hf.py',), ('train.py', *TINY, '--init_from=resume')]:
+        p = run(script, *args, f'--out_dir={crafted}', ok=False)
+        assert p.returncode == 2 and 'Traceback' not in p.stderr and p.stderr.count('\n') == 1, (script, p.stderr)
+        assert 'not loaded' in p.stderr, (script, p.stderr)
+    assert not ran.exists()
+
+
 def test_bench_runs_every_section(tmp_path):
     """bench.py end to end at toy sizes: every table printed, the JSON written (no timing is asserted)."""
     out = tmp_path / 'bench.json'
@@ -170,12 +200,12 @@ def test_bench_runs_every_section(tmp_path):
 def test_a_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(trained, tmp_path):
     out = tmp_path / 'blown'
     shutil.copytree(trained[0], out)
-    before = torch.load(out / 'ckpt.pt', weights_only=False)
+    before = torch.load(out / 'ckpt.pt', weights_only=True)
     p = run('train.py', *TINY, '--max_iters=12', '--eval_interval=4', f'--out_dir={out}',
             '--init_from=resume', '--learning_rate=1e30', '--min_lr=1e30', ok=False)
     assert p.returncode == 2 and 'Traceback' not in p.stderr and p.stderr.count('\n') == 1, p.stderr
     assert 'stopped without updating' in p.stderr and 'last good checkpoint' in p.stderr
-    after = torch.load(out / 'ckpt.pt', weights_only=False)  # still iteration 8's weights: nothing blown up was saved
+    after = torch.load(out / 'ckpt.pt', weights_only=True)  # still iteration 8's weights: nothing blown up was saved
     assert after['iter_num'] == before['iter_num'] == 8
     assert all(torch.equal(after['model'][k], v) for k, v in before['model'].items())
 
@@ -183,30 +213,6 @@ def test_a_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(trained, tmp
 # --- every numeric setting of every script has a range, and its boundaries are checked -----------------
 
 SCRIPTS = ['train.py', 'sample.py', 'eval_long.py', 'analyze_attention.py', 'prepare_data.py', 'bench.py', 'reproduce.py']
-
-
-def script_settings(path):
-    """A script's settings as configure() sees them, read from its source without running it: {name: default},
-    with the ranges of the annotated ones in '__annotations__'. Settings are the assignments of literals at the
-    top level (or under `if __name__ == '__main__':`) before the script calls configure()."""
-    tree = ast.parse(open(os.path.join(HERE, path)).read())
-    body = [n for top in tree.body for n in (top.body if isinstance(top, ast.If) else [top])]
-    settings, ranges = {}, {}
-    for node in body:
-        if isinstance(node, ast.Expr) and 'configure(globals())' in ast.unparse(node):
-            break
-        if isinstance(node, ast.Assign) and isinstance(node.value, ast.Call) and 'configure(globals())' in ast.unparse(node):
-            break
-        target = node.target if isinstance(node, ast.AnnAssign) else node.targets[0] if isinstance(node, ast.Assign) else None
-        if isinstance(target, ast.Name) and target.id.islower():
-            try:
-                settings[target.id] = ast.literal_eval(node.value)
-            except ValueError:
-                continue
-            if isinstance(node, ast.AnnAssign):
-                ranges[target.id] = ast.literal_eval(node.annotation)
-    assert settings, path
-    return dict(settings, __annotations__=ranges)
 
 
 @pytest.mark.parametrize('script', SCRIPTS)

@@ -29,8 +29,8 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel as DDP
 from tqdm import tqdm
 
-from configurator import configure, fail
-from model import GPT, GPTConfig, keep_freed_memory, matmul_peak_flops
+from configurator import configure, fail, keep_freed_memory, load_model, matmul_peak_flops, resolve_device, write_atomic
+from model import GPT, GPTConfig
 from prepare_data import DATA, RECALL_VOCAB, builtin_corpus, get_tokenizer, prepare, recall_batch, retrieval_sequence
 
 # -----------------------------------------------------------------------------
@@ -51,7 +51,8 @@ gradient_accumulation_steps: '[1, inf)' = 1  # micro-batches per optimizer step,
 block_size: '[1, inf)' = 2048             # training context length
 stages = ()                               # ((from_iter, block_size, batch_size), ...): the context and micro-batch
                                           # from each iteration on; () = one stage; the last context is the model's
-retrieval_rate: '[0, 1]' = 0.1            # fraction of training sequences that are synthetic retrieval examples
+retrieval_rate: '[0, 1]' = 0.1            # fraction of training sequences that are synthetic retrieval examples,
+                                          # in the last (long-context) stage only: the earlier ones are plain text
 retrieval_needles: '[1, inf)' = 1         # up to this many magic-number needles per retrieval sequence, each asked for
 # model (see GPTConfig in model.py)
 n_layer: '[1, inf)' = 8
@@ -88,8 +89,7 @@ settings = configure(globals())  # every setting's final value, stored in checkp
 
 # processes, devices, precision
 ddp = 'RANK' in os.environ
-if device == 'auto':
-    device = 'cuda' if torch.cuda.is_available() else 'mps' if torch.backends.mps.is_available() else 'cpu'
+device, ptdtype = resolve_device(device, dtype)
 if ddp:
     dist.init_process_group(backend={'auto': 'nccl' if device.startswith('cuda') else 'gloo'}.get(backend, backend))
     rank, local_rank, world = dist.get_rank(), int(os.environ['LOCAL_RANK']), dist.get_world_size()
@@ -102,18 +102,11 @@ master = rank == 0
 if gradient_accumulation_steps % world:
     fail(f"gradient_accumulation_steps={gradient_accumulation_steps} must be a multiple of the {world} processes")
 accum_per_rank = gradient_accumulation_steps // world
-device_type = 'cuda' if device.startswith('cuda') else device
-if dtype == 'auto':
-    dtype = 'bfloat16' if device_type == 'cuda' and torch.cuda.is_bf16_supported() else 'float32'
-if device_type == 'cuda' and not torch.cuda.is_available():
-    fail(f"device={device!r} but this machine has no CUDA GPU: use --device=cpu (or auto)")
-if dtype not in ('float32', 'bfloat16', 'float16'):
-    fail(f"dtype={dtype!r} must be 'float32', 'bfloat16', 'float16' or 'auto'")
-ptdtype = getattr(torch, dtype)
+device_type = device.split(':')[0]
 autocast = nullcontext() if ptdtype == torch.float32 else torch.autocast(device_type=device_type, dtype=ptdtype)
 torch.manual_seed(seed)
 if device_type == 'cpu':
-    keep_freed_memory()  # see model.py: a CPU step is much faster without page-faulting the logits back in
+    keep_freed_memory()  # see configurator.py: a CPU step is much faster without page-faulting the logits back in
 if device_type == 'cuda':
     torch.backends.cuda.matmul.allow_tf32 = True
     torch.backends.cudnn.allow_tf32 = True
@@ -207,7 +200,7 @@ ckpt_path = os.path.join(out_dir, 'ckpt.pt')
 if init_from == 'resume':
     if not os.path.exists(ckpt_path):
         fail(f"no checkpoint at {ckpt_path} to resume: train one first, or set --out_dir")
-    checkpoint = torch.load(ckpt_path, map_location=device, weights_only=False)
+    checkpoint = load_model(out_dir)[1]  # the settings, weights and state; the model is rebuilt below
     for k in model_args:
         saved = checkpoint['model_args'][k]
         if model_args[k] != saved:
@@ -238,7 +231,7 @@ if checkpoint is not None:
     if device_type == 'cuda' and checkpoint['rng'].get('cuda') is not None:
         torch.cuda.set_rng_state(checkpoint['rng']['cuda'].cpu())
 checkpoint = None  # free the memory
-scaler = torch.amp.GradScaler(enabled=(dtype == 'float16'))
+scaler = torch.amp.GradScaler(enabled=(ptdtype == torch.float16))
 raw_model = model  # the uncompiled, unwrapped module: what checkpoints store
 if compile or (compile is None and device_type == 'cuda'):
     log("compiling the model (a minute or so)...")
@@ -289,8 +282,7 @@ def save_checkpoint():
                  rng=dict(data=data_rng.bit_generator.state, torch=torch.get_rng_state(),
                           cuda=torch.cuda.get_rng_state() if device_type == 'cuda' else None))
     os.makedirs(out_dir, exist_ok=True)
-    torch.save(state, ckpt_path + '.tmp')  # then rename: a crash never leaves a half-written checkpoint
-    os.replace(ckpt_path + '.tmp', ckpt_path)
+    write_atomic(ckpt_path, lambda tmp: torch.save(state, tmp))  # a crash never leaves a half-written checkpoint
 
 
 # -----------------------------------------------------------------------------
@@ -299,7 +291,7 @@ if master:
     os.makedirs(out_dir, exist_ok=True)
     metrics = open(os.path.join(out_dir, 'metrics.jsonl'), 'a')
 log(f"{raw_model.get_num_params() / 1e6:.2f}M parameters, layers {gptconf.layer_kinds()}, window {gptconf.sliding_window}, "
-    f"context {block_size}; {world} x {device} in {dtype}; peak {peak_flops / 1e9:.0f} GFLOP/s (for MFU)")
+    f"context {block_size}; {world} x {device} in {str(ptdtype)[6:]}; peak {peak_flops / 1e9:.0f} GFLOP/s (for MFU)")
 bar = tqdm(total=max_iters, initial=iter_num, disable=None if master else True, unit='it', dynamic_ncols=True)
 model.train()
 t0, step_losses, current = time.time(), [], None
@@ -309,7 +301,9 @@ while True:
     if (T, B) != current:
         current = (T, B)
         log(f"from iter {iter_num}: context {T}, {gradient_accumulation_steps} x {B} sequences, {tokens_per_iter:,} tokens/iter"
-            + (f", {recall_pairs_at(T)} pairs per sequence" if dataset == 'recall' else ''))
+            + (f", {recall_pairs_at(T)} pairs per sequence" if dataset == 'recall' else '')
+            + (f", {retrieval_rate:.0%} retrieval sequences" if dataset != 'recall' and retrieval_rate
+               and iter_num >= stages[-1][0] else ''))
         t0, step_losses = time.time(), []
     lr = get_lr(iter_num)
     for group in optimizer.param_groups:
@@ -332,7 +326,7 @@ while True:
         break
 
     # one optimizer step over the global batch; every process draws it, each runs its own share
-    X_all, Y_all = get_batch('train', gradient_accumulation_steps * B, data_rng, T, augment=True)
+    X_all, Y_all = get_batch('train', gradient_accumulation_steps * B, data_rng, T, augment=iter_num >= stages[-1][0])
     loss_sum = 0.0
     for micro_step in range(accum_per_rank):
         k = (micro_step * world + rank) * B
@@ -345,7 +339,7 @@ while True:
         scaler.scale(loss / accum_per_rank).backward()
     scaler.unscale_(optimizer)
     grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip or float('inf'))  # 0 = no clipping
-    if not torch.isfinite(grad_norm) and dtype != 'float16':  # float16: the scaler skips the step and rescales
+    if not torch.isfinite(grad_norm) and ptdtype != torch.float16:  # float16: the scaler skips the step and rescales
         # a nan or inf loss makes every process's (all-reduced) gradient norm non-finite: all stop here,
         # before the optimizer would write it into the weights, and the last checkpoint stays as it was
         message = (f"the loss is {(loss_sum / accum_per_rank).item():.4g} and the gradient norm {grad_norm.item():.4g} "
