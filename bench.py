@@ -13,8 +13,9 @@ Sections:
              and how each grows with T (forward only at the longest length)
   prefill    a long prompt through the KV cache in chunks: time and peak memory (each in a fresh
              process, so the peak is its own; RSS on the CPU, max_memory_allocated on a GPU)
-  decode     ms per token at a given context, the KV cache's bytes, and the memory-bandwidth bound:
-             the time to read the weights and the cache once at the measured copy bandwidth
+  decode     ms per token at a given context, eager and with the one-token step compiled (GPT.decode_step under
+             torch.compile), the KV cache's bytes, and the memory-bandwidth bound: the time to read the
+             weights and the cache once at the measured copy bandwidth
   recompute  the same decode step without a cache, recomputing the whole context (as nanoGPT's generate does)
 
 The two models alternate (A B A B ...) so that machine noise falls on both, and every figure is the
@@ -52,7 +53,8 @@ attn_forward_length: '[1, inf)' = 65536   # forward only, at this length
 prefill_lengths: '[1, inf)' = (4096, 16384, 32768)
 prefill_chunk: '[1, inf)' = 1024
 decode_lengths: '[1, inf)' = (1024, 8192, 32768)
-decode_tokens: '[1, inf)' = 16            # tokens timed per decode measurement
+decode_tokens: '[1, inf)' = 32            # tokens timed per decode measurement
+decode_modes = ('eager', 'compiled')       # compiled: GPT.decode_step under torch.compile, compiled once per shape
 recompute_lengths: '[1, inf)' = (1024, 8192)
 reps: '[1, inf)' = 3                      # runs per measurement (median), after a warm-up; the longest run once
 device = 'auto'
@@ -140,6 +142,8 @@ if not cuda:
 wanted = [s for s in sections.split(',') if s]
 if not wanted or set(wanted) - {'train', 'attention', 'prefill', 'decode', 'recompute'}:
     fail(f"sections={sections!r}: choose from train,attention,prefill,decode,recompute (comma-separated)")
+if not decode_modes or set(decode_modes) - {'eager', 'compiled'}:
+    fail(f"decode_modes={decode_modes!r}: choose from eager,compiled (comma-separated)")
 
 
 def device_name():
@@ -263,25 +267,29 @@ if 'decode' in wanted or 'recompute' in wanted:
         for c in cache:
             kv = torch.randn(1, c.k.size(1), L, c.k.size(3), device=dev, dtype=ptdtype)
             c.update(kv, kv, torch.arange(L, device=dev))
-            c.seen = L
         return cache
 
-    def decode(model, cache, n):
-        for _ in model.stream(torch.zeros(1, 1, dtype=torch.long, device=dev), n, temperature=0, cache=cache):
+    def decode(model, cache, L, n, mode):
+        for c in cache:
+            c.seen = L  # every run decodes positions L, L + 1, ... again: the same work each time
+        x = torch.zeros(1, 1, dtype=torch.long, device=dev)
+        for _ in model.stream(x, n, temperature=0, cache=cache, compile=mode == 'compiled'):
             pass  # greedy decoding through the cache, as sample.py runs it
 
     if 'decode' in wanted:
         for L in decode_lengths:
             caches = {p: filled_cache(models[p], L) for p in patterns}
-            dt = alternate({p: (lambda p=p: decode(models[p], caches[p], decode_tokens)) for p in patterns}, reps)
-            for p in patterns:
+            runs = {(p, m): (lambda p=p, m=m: decode(models[p], caches[p], L, decode_tokens, m))
+                    for p in patterns for m in decode_modes}
+            dt = alternate(runs, reps)  # the warm-up run compiles
+            for p, m in runs:
                 kv = sum(c.nbytes() for c in caches[p])
-                kv_read = sum(c.nbytes() * min(c.seen, c.pos.numel()) / c.pos.numel() for c in caches[p])
+                kv_read = sum(c.nbytes() * min(L, c.pos.numel()) / c.pos.numel() for c in caches[p])
                 bound = (weight_bytes[p] + kv_read) / bandwidth
-                ms = dt[p] / decode_tokens
-                results['decode']['rows'].append(dict(T=L, pattern=p, ms_per_token=1e3 * ms, kv_bytes=kv,
+                ms = dt[p, m] / decode_tokens
+                results['decode']['rows'].append(dict(T=L, pattern=p, mode=m, ms_per_token=1e3 * ms, kv_bytes=kv,
                                                       bound_ms=1e3 * bound))
-                rows.append([L, p, f"{1e3 * ms:.1f}", f"{kv / 2**20:,.1f}", f"{1e3 * bound:.1f}", f"{ms / bound:.1f}x"])
+                rows.append([L, p, m, f"{1e3 * ms:.1f}", f"{kv / 2**20:,.1f}", f"{1e3 * bound:.1f}", f"{ms / bound:.1f}x"])
             del caches
         ideal = {}
         for L in decode_lengths:
@@ -289,11 +297,11 @@ if 'decode' in wanted or 'recompute' in wanted:
             a, b = patterns[0], patterns[-1]
             kinds = GPTConfig(n_layer=n_layer, n_head=n_head, layer_pattern=a).layer_kinds()
             ideal[L] = sum(min(sliding_window, L) / L if k == 'S' else 1 for k in kinds) / n_layer
-            rows.append(['', f"{a}/{b}", f"KV {kv[a] / kv[b]:.3f}", f"ideal {ideal[L]:.3f}", '', f"{kv[a] / kv[b] / ideal[L]:.3f}x"])
+            rows.append(['', f"{a}/{b}", '', f"KV {kv[a] / kv[b]:.3f}", f"ideal {ideal[L]:.3f}", '', f"{kv[a] / kv[b] / ideal[L]:.3f}x"])
         results['decode']['kv_ideal_ratio'] = ideal
         table(f"decode through the KV cache ({decode_tokens} tokens at each context, median of {reps}; bound: weights "
               f"{weight_bytes[patterns[0]] / 2**20:,.0f} MiB + cache read at {bandwidth / 1e9:.1f} GB/s)",
-              ['context', 'layers', 'ms/token', 'KV MiB', 'bound ms', 'over bound'], rows)
+              ['context', 'layers', 'step', 'ms/token', 'KV MiB', 'bound ms', 'over bound'], rows)
 
     if 'recompute' in wanted:
         rows, results['recompute'] = [], []
@@ -304,7 +312,8 @@ if 'decode' in wanted or 'recompute' in wanted:
         for L in recompute_lengths:
             idx = torch.randint(0, 50257, (1, L), device=dev)
             dt = alternate({p: (lambda p=p: recompute(models[p], idx)) for p in patterns}, 1 if L > 4096 else reps)
-            cached = {r['pattern']: r['ms_per_token'] for r in results.get('decode', {}).get('rows', []) if r['T'] == L}
+            cached = {r['pattern']: r['ms_per_token'] for r in results.get('decode', {}).get('rows', [])
+                      if r['T'] == L and r['mode'] == decode_modes[0]}
             for p in patterns:
                 results['recompute'].append(dict(T=L, pattern=p, ms_per_token=1e3 * dt[p]))
                 rows.append([L, p, f"{1e3 * dt[p]:,.0f}"] + ([f"{cached[p]:.1f}", f"{1e3 * dt[p] / cached[p]:,.0f}x"]
@@ -335,8 +344,10 @@ if plot:
         ax.legend(fontsize=7)
 
     def series(rows, field, scale=1.0):
-        return [(p, [r['T'] for r in rows if r['pattern'] == p], [r[field] * scale for r in rows if r['pattern'] == p])
-                for p in patterns]
+        """One line per pattern (and per decode step, eager or compiled, where rows have one)."""
+        keys = sorted({(r['pattern'], r.get('mode', '')) for r in rows}, key=lambda k: (patterns.index(k[0]), k[1]))
+        return [(f"{p} {m}".strip(), [r['T'] for r in rows if (r['pattern'], r.get('mode', '')) == (p, m)],
+                 [r[field] * scale for r in rows if (r['pattern'], r.get('mode', '')) == (p, m)]) for p, m in keys]
 
     if 'attention' in results:
         rs = [r for r in results['attention'] if r['backward']]

@@ -13,7 +13,7 @@ Tasks (--tasks, comma-separated):
   ruler    RULER-style synthetic tasks: single needle, multi-key (with distractor needles), multi-value,
            multi-query, variable tracking, common-words extraction; score = fraction of the reference
            strings found in the output
-  ppl      loss by position on held-out documents, at 0.5, 1, 2, 4 and 8 x the training length:
+  ppl      loss by position on held-out documents, up to the longest of --lengths:
            where the model stops extrapolating
   short    validation loss at the training length: long-context gains must not cost short-context quality
 
@@ -382,7 +382,7 @@ def have_matplotlib():
 if __name__ == '__main__':
     out_dir = 'out-hybrid-long'
     tasks = ''                # comma-separated; '' = every task of the checkpoint's kind (see above)
-    lengths: '[1, inf)' = ()              # prompt lengths in tokens (--lengths=512,2048); () = 0.5, 1, 2, 4 and 8 x the training length
+    lengths: '[1, inf)' = ()              # prompt lengths in tokens (--lengths=512,2048); () = 0.5, 1, 2 and 4 x the training length
     depths: '[0, 1]' = (0.0, 0.25, 0.5, 0.75, 1.0)  # where the needle sits: 0 = the start of the context, 1 = the end
     samples: '[1, inf)' = 4               # prompts per grid cell, and per RULER task and length
     gain = True               # also the retrieval gain (answer log-likelihoods) of passkey and niah prompts
@@ -446,7 +446,7 @@ if __name__ == '__main__':
                          os.path.join(out_dir, 'recall_depth.png'), xlabel='depth of the asked pair')
             print(f"wrote {os.path.join(out_dir, 'recall_depth.png')}")
         sys.exit(0)
-    L_list, D_list = list(lengths) or [T // 2, T, 2 * T, 4 * T, 8 * T], list(depths)
+    L_list, D_list = list(lengths) or [T // 2, T, 2 * T, 4 * T], list(depths)
     dataset = dataset or checkpoint['config']['dataset']
     enc = get_tokenizer(checkpoint['tokenizer'])
     if not os.path.exists(os.path.join(DATA, dataset, 'meta.json')):

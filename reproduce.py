@@ -58,7 +58,7 @@ dataset = 'shakespeare'         # text track: the training text
 out_root = ''                   # checkpoints and evaluations: out_root/<run>/; '' = out-repro or out-recall
 results = 'results'             # where the logs, the tables and the plots go
 eval_samples: '[1, inf)' = 4              # text track: prompts per eval grid cell
-eval_lengths: '[1, inf)' = ()             # eval_long.py's --lengths; () = its default (0.5x-8x text, 1x-16x recall)
+eval_lengths: '[1, inf)' = ()             # eval_long.py's --lengths; () = 0.5x-8x the training length (text), 1x-16x (recall)
 configure(globals())
 python = sys.executable
 os.chdir(os.path.dirname(os.path.abspath(__file__)))  # the scripts, config/ and out_root are relative to the repo
@@ -105,8 +105,9 @@ def load(run_name, file):
 
 # -----------------------------------------------------------------------------
 # train, evaluate and analyse every run: (variant, seed) on the recall track, one per variant on the text track
-budget = {}
-exec(open(config_file).read(), {}, budget)
+budget = read_config(config_file)
+if track == 'text' and not eval_lengths:  # 0.5x to 8x the training length (eval_long.py's default stops at 4x)
+    eval_lengths = tuple(int(f * budget['block_size']) for f in (0.5, 1, 2, 4, 8))
 iters = max_iters or budget['max_iters']
 runs = [(n, s, f"{n}-s{s}") for n in chosen for s in range(seeds)] if track == 'recall' else [(n, 0, n) for n in chosen]
 os.makedirs(results, exist_ok=True)

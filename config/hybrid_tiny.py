@@ -1,6 +1,8 @@
 # A first look: the RNoPE-SWA hybrid at toy size, about 3 minutes on a 2-core CPU.
 #   python train.py config/hybrid_tiny.py
 #   python sample.py --out_dir=out-hybrid-tiny --start="ROMEO:"
+# config/hybrid_long.py's recipe, shorter: half the layers, 256-token pretraining, then 512 tokens
+# with retrieval sequences mixed in.
 out_dir = 'out-hybrid-tiny'
 layer_pattern = 'SSSN'
 n_layer = 4
@@ -9,11 +11,13 @@ n_kv_head = 2
 n_embd = 128
 block_size = 512
 sliding_window = 64
-batch_size = 4
-max_iters = 80
-eval_interval = 40
-log_interval = 5
-warmup_iters = 5
-learning_rate = 3e-3
-min_lr = 3e-4
+stages = ((0, 256, 4),
+          (320, 512, 2))
 retrieval_rate = 0.1
+max_iters = 350
+eval_interval = 320
+eval_iters = 4
+log_interval = 10
+warmup_iters = 20
+learning_rate = 6e-3
+min_lr = 6e-4
