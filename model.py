@@ -599,12 +599,12 @@ class ChunkedCrossEntropy(torch.autograd.Function):
                 if needs_grad:  # d loss / d logits = softmax - one_hot(target), over N
                     g = logits.sub_(lse[:, None]).exp_()                    # the softmax, in place
                     g[torch.arange(len(t), device=t.device), t] -= 1
-                    g /= max(N, 1)
-                    grad_h[s:s + chunk] = g.to(dtype) @ w                   # (c, C)
+                    # the mean's 1/N scales the small results, not the (c, V) chunk: one pass less over it
+                    grad_h[s:s + chunk] = (g.to(dtype) @ w) / max(N, 1)     # (c, C)
                     if dtype == grad_w.dtype:
-                        grad_w.addmm_(g.t(), hc)                            # (V, C), summed in place
+                        grad_w.addmm_(g.t(), hc, alpha=1 / max(N, 1))       # (V, C), summed in place
                     else:
-                        grad_w += (g.t().to(dtype) @ hc).float()
+                        grad_w += (g.t().to(dtype) @ hc).float() / max(N, 1)
         ctx.save_for_backward(grad_h, grad_w)
         ctx.weight_dtype = weight.dtype
         return loss / max(N, 1)
