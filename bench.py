@@ -39,9 +39,9 @@ from model import GPT, GPTConfig, attend
 
 # the model: hybrid_long's size by default
 n_layer: '[1, inf)' = 8
-n_head: '[1, inf)' = 8
+n_head: '[1, inf)' = 4
 n_kv_head: '[1, inf)' = 2
-n_embd: '[2, inf)' = 256
+n_embd: '[2, inf)' = 128
 sliding_window: '[1, inf)' = 256
 patterns = ('SSSN', 'R')           # the hybrid and its full-attention twin
 # what to measure
