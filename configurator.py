@@ -105,7 +105,7 @@ def configure(settings, argv=None):
             changed[key] = checked(key, value, known, f"--{key}={text}")
         else:
             if not os.path.isfile(arg):
-                found = glob.glob('config/*.py')
+                found = glob.glob(os.path.join(os.path.dirname(arg) or 'config', '*.py'))  # beside the file asked for
                 hint = (nearest(arg, found) or f" (config files: {', '.join(sorted(found))})") if found else ""
                 fail(f"config file {arg!r} not found{hint}")
             for key, value in read_config(arg).items():
