@@ -17,6 +17,9 @@ Sections:
              torch.compile), the KV cache's bytes, and the memory-bandwidth bound: the time to read the
              weights and the cache once at the measured copy bandwidth
   recompute  the same decode step without a cache, recomputing the whole context (as nanoGPT's generate does)
+  loss       a training step with the chunked loss (model.py's ChunkedCrossEntropy) against the plain one that
+             makes every logit of the batch (F.cross_entropy), and with and without keeping freed memory
+             (configurator.keep_freed_memory): tokens/s and peak memory, each run in a fresh process
 
 The two models alternate (A B A B ...) so that machine noise falls on both, and every figure is the
 median of `reps` runs. Weights are random: speed and memory do not depend on them.
@@ -33,6 +36,7 @@ import time
 from contextlib import nullcontext
 
 import torch
+import torch.nn.functional as F
 
 from configurator import configure, fail, keep_freed_memory, matmul_peak_flops, resolve_device, write_atomic
 from model import GPT, GPTConfig, attend
@@ -45,7 +49,7 @@ n_embd: '[2, inf)' = 128
 sliding_window: '[1, inf)' = 256
 patterns = ('SSSN', 'R')           # the hybrid and its full-attention twin
 # what to measure
-sections = 'train,attention,prefill,decode,recompute'
+sections = 'train,attention,prefill,decode,recompute,loss'
 train_lengths: '[1, inf)' = (512, 2048, 8192)
 train_tokens: '[1, inf)' = 4096           # tokens per training step (batch = train_tokens // T, at least 1)
 attn_lengths: '[1, inf)' = (1024, 4096, 16384)
@@ -56,12 +60,15 @@ decode_lengths: '[1, inf)' = (1024, 8192, 32768)
 decode_tokens: '[1, inf)' = 32            # tokens timed per decode measurement
 decode_modes = ('eager', 'compiled')       # compiled: GPT.decode_step under torch.compile, compiled once per shape
 recompute_lengths: '[1, inf)' = (1024, 8192)
+loss_length: '[1, inf)' = 2048            # the loss section's context (batch train_tokens // loss_length)
+loss_steps: '[2, inf)' = 12               # training steps per process; the median of the second half (steady state)
 reps: '[1, inf)' = 3                      # runs per measurement (median), after a warm-up; the longest run once
 device = 'auto'
 dtype = 'float32'
 out = 'results/bench.json'
 plot = 'results/bench.png'         # '' = no plot
-worker = ''                        # internal: 'prefill:PATTERN:LENGTH' runs one prefill and prints its JSON
+worker = ''                        # internal: 'prefill:PATTERN:LENGTH' or 'loss:plain|chunked:keep|release' runs
+                                   # one measurement and prints its JSON
 configure(globals())
 
 device, ptdtype = resolve_device(device, dtype)
@@ -119,9 +126,23 @@ def peak_memory():
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * (1 if sys.platform == 'darwin' else 1024)
 
 
+def in_child(job):
+    """Run one measurement (`worker`) in a fresh process with this run's settings: its JSON as a dict, or None."""
+    cmd = [sys.executable, __file__, f'--worker={job}', f'--device={device}', f'--dtype={dtype}',
+           f'--n_layer={n_layer}', f'--n_head={n_head}', f'--n_kv_head={n_kv_head}', f'--n_embd={n_embd}',
+           f'--sliding_window={sliding_window}', f'--prefill_chunk={prefill_chunk}', f'--patterns={tuple(patterns)!r}',
+           f'--train_tokens={train_tokens}', f'--loss_length={loss_length}', f'--loss_steps={loss_steps}']
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode:
+        print(f"{job} failed: {proc.stderr.strip().splitlines()[-1:]}")
+        return None
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
 # -----------------------------------------------------------------------------
-# prefill runs in a child process: a process's peak memory only ever grows, so each measurement gets its own
-if worker:
+# prefill and loss run in child processes: a process's peak memory only ever grows, so each measurement gets its own
+autocast = nullcontext() if ptdtype == torch.float32 else torch.autocast(dev.type, dtype=ptdtype)
+if worker.startswith('prefill:'):
     _, pattern, length = worker.split(':')
     model = model_for(pattern).eval().to(ptdtype)
     idx = torch.randint(0, 50257, (1, int(length)), device=dev)
@@ -136,12 +157,33 @@ if worker:
     seconds = timed(prefill)
     print(json.dumps(dict(seconds=seconds, peak_bytes=peak_memory(), base_bytes=base)))
     sys.exit(0)
+if worker.startswith('loss:'):
+    _, loss_mode, memory = worker.split(':')
+    if memory == 'keep' and not cuda:
+        keep_freed_memory()
+    model = model_for(patterns[0], loss_length)
+    opt = model.configure_optimizers(0.1, 1e-4, (0.9, 0.95), dev.type)
+    x = torch.randint(0, 50257, (max(1, train_tokens // loss_length), loss_length), device=dev)
 
+    def step():
+        with autocast:
+            if loss_mode == 'plain':  # what GPT.forward did before the chunked loss: every logit of the batch at once
+                logits = model.lm_head(model.hidden(x))
+                loss = F.cross_entropy(logits.flatten(0, 1).float(), x.flatten())
+            else:
+                _, loss = model(x, x)
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+    seconds = [timed(step) for _ in range(loss_steps)]
+    print(json.dumps(dict(seconds=statistics.median(seconds[loss_steps // 2:]), first_seconds=seconds[:loss_steps // 2],
+                     peak_bytes=peak_memory())))
+    sys.exit(0)
 if not cuda:
     keep_freed_memory()  # as train.py does (not in the prefill processes above: sample.py does not either)
 wanted = [s for s in sections.split(',') if s]
-if not wanted or set(wanted) - {'train', 'attention', 'prefill', 'decode', 'recompute'}:
-    fail(f"sections={sections!r}: choose from train,attention,prefill,decode,recompute (comma-separated)")
+if not wanted or set(wanted) - {'train', 'attention', 'prefill', 'decode', 'recompute', 'loss'}:
+    fail(f"sections={sections!r}: choose from train,attention,prefill,decode,recompute,loss (comma-separated)")
 if not decode_modes or set(decode_modes) - {'eager', 'compiled'}:
     fail(f"decode_modes={decode_modes!r}: choose from eager,compiled (comma-separated)")
 
@@ -174,7 +216,6 @@ if 'train' in wanted:
         opts = {p: m.configure_optimizers(0.1, 1e-4, (0.9, 0.95), dev.type) for p, m in models.items()}
         B = max(1, train_tokens // T)
         x = torch.randint(0, 50257, (B, T), device=dev)
-        autocast = nullcontext() if ptdtype == torch.float32 else torch.autocast(dev.type, dtype=ptdtype)
 
         def step(p):
             def run():
@@ -233,14 +274,10 @@ if 'prefill' in wanted:
     rows, results['prefill'] = [], []
     for L in prefill_lengths:
         for p in patterns:
-            cmd = [sys.executable, __file__, f'--worker=prefill:{p}:{L}', f'--device={device}', f'--dtype={dtype}',
-                   f'--n_layer={n_layer}', f'--n_head={n_head}', f'--n_kv_head={n_kv_head}', f'--n_embd={n_embd}',
-                   f'--sliding_window={sliding_window}', f'--prefill_chunk={prefill_chunk}']
-            proc = subprocess.run(cmd, capture_output=True, text=True)
-            if proc.returncode:
-                print(f"prefill of {L} tokens with {p} failed: {proc.stderr.strip().splitlines()[-1:]}")
+            r = in_child(f'prefill:{p}:{L}')
+            if r is None:
                 continue
-            r = dict(json.loads(proc.stdout.strip().splitlines()[-1]), T=L, pattern=p)
+            r.update(T=L, pattern=p)
             results['prefill'].append(r)
             rows.append([L, p, f"{r['seconds']:.1f}", f"{L / r['seconds']:,.0f}", f"{r['peak_bytes'] / 2**20:,.0f}",
                          f"{(r['peak_bytes'] - r['base_bytes']) / 2**20:,.0f}"])
@@ -320,6 +357,32 @@ if 'decode' in wanted or 'recompute' in wanted:
                                                            if p in cached else ['', '']))
         table("decode without a cache: the whole context recomputed for each token",
               ['context', 'layers', 'ms/token', 'cached ms/token', 'cache speed-up'], rows)
+
+# -----------------------------------------------------------------------------
+if 'loss' in wanted:
+    modes = [('plain', 'keep'), ('chunked', 'keep')] + ([] if cuda else [('chunked', 'release')])  # mallopt: CPU only
+    runs = {m: [] for m in modes}
+    for _ in range(reps):  # in turn, each in a fresh process
+        for m in modes:
+            r = in_child(f'loss:{m[0]}:{m[1]}')
+            if r is not None:
+                runs[m].append(r)
+    tokens = max(1, train_tokens // loss_length) * loss_length
+    rows, results['loss'] = [], []
+    base = statistics.median(r['seconds'] for r in runs[modes[0]]) if runs[modes[0]] else None
+    for (loss_mode, memory), rs in runs.items():
+        if not rs:
+            continue
+        seconds, peak = statistics.median(r['seconds'] for r in rs), max(r['peak_bytes'] for r in rs)
+        results['loss'].append(dict(loss=loss_mode, freed_memory=memory, T=loss_length, tokens=tokens, seconds=seconds,
+                                    tokens_per_s=tokens / seconds, peak_bytes=peak, runs=rs))
+        first = statistics.median(sum(r['first_seconds']) for r in rs)
+        rows.append([loss_mode, 'kept' if memory == 'keep' else 'returned to the OS', f"{tokens / seconds:,.0f}",
+                     f"{base / seconds:.3f}x" if base else '', f"{first:.1f}", f"{peak / 2**20:,.0f}"])
+    what = 'GPU memory allocated' if cuda else 'resident memory of the process'
+    table(f"a training step of {patterns[0]} at T = {loss_length}, {tokens} tokens ({loss_steps} steps per process, median "
+          f"of the second half; {reps} processes each, in turn; peak {what})",
+          ['loss', 'freed memory', 'tokens/s', 'speed vs plain', f'first {loss_steps // 2} steps s', 'peak MiB'], rows)
 
 results['seconds'] = time.time() - t_start
 os.makedirs(os.path.dirname(out) or '.', exist_ok=True)

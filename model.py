@@ -273,10 +273,6 @@ class GPT(nn.Module):
         model.load_state_dict(checkpoint['model'])
         return model.eval().to(device=device, dtype=dtype), checkpoint
 
-    def get_num_params(self):
-        """Parameters counted once (the tied embedding / lm_head matrix counts once)."""
-        return sum(p.numel() for p in self.parameters())
-
     def rope(self, p0, T, device):
         """cos, sin (T, hd/2) for positions p0..p0+T-1. The table grows (doubling) as longer inputs arrive."""
         n, cos, sin = self.rope_cache
@@ -322,8 +318,7 @@ class GPT(nn.Module):
         h = self.hidden(idx)
         if targets is None:
             return self.lm_head(h), None
-        keep = targets.reshape(-1) >= 0  # only positions with a target are scored (recall: 8 in 128)
-        return None, ChunkedCrossEntropy.apply(h.flatten(0, 1)[keep], self.lm_head.weight, targets.reshape(-1)[keep])
+        return None, ChunkedCrossEntropy.apply(h.flatten(0, 1), self.lm_head.weight, targets.flatten())
 
     def new_cache(self, batch, max_len, dtype, device):
         """One KVCache per layer for sequences of up to max_len tokens: max_len slots for
@@ -402,11 +397,6 @@ class GPT(nn.Module):
         window_keys = (W * (W + 1) / 2 + (T - W) * W) / T  # mean over i of min(i + 1, W)
         keys = sum(window_keys if kind == 'S' else full_keys for kind in cfg.layer_kinds())
         return 6 * N + 12 * cfg.n_head * hd * keys
-
-    def estimate_mfu(self, tokens_per_iter, dt, peak_flops, T):
-        """Model FLOPs utilisation at context T: achieved FLOP/s over peak_flops
-        (nanoGPT assumes an A100's 312e12; matmul_peak_flops measures the machine at hand)."""
-        return self.flops_per_token(T) * tokens_per_iter / dt / peak_flops
 
 
 # =============================================================================
@@ -566,17 +556,15 @@ def compiled_decode_step(model):
 # -----------------------------------------------------------------------------
 # The loss, without the logits of the whole batch
 
-LOSS_CHUNK = 2 ** 24  # logits per chunk: 64 MiB in float32 (333 tokens of GPT-2's vocabulary)
-
-
+LOSS_CHUNK = 2 ** 25  # logits per chunk: 128 MiB in float32 (667 tokens of GPT-2's vocabulary)
 
 
 class ChunkedCrossEntropy(torch.autograd.Function):
-    """Mean cross-entropy of the logits h @ weight^T against targets, computed LOSS_CHUNK logits at a time.
-    The forward pass also computes both gradients, chunk by chunk, and keeps only them: they are the size
-    of h (N, C) and of weight (V, C), never N x V. So memory no longer grows with tokens x vocabulary, and
-    the work is that of the plain loss (each chunk's logits made once, used for the loss and the gradients).
-    h (N, C), weight (V, C), targets (N,) all valid -> a scalar."""
+    """Mean cross-entropy of the logits h @ weight^T against targets (-1 = no target), computed LOSS_CHUNK
+    logits at a time. The forward pass also computes both gradients, chunk by chunk, and keeps only them:
+    they are the size of h (N, C) and of weight (V, C), never N x V. So memory no longer grows with
+    tokens x vocabulary, and the work is that of the plain loss (each chunk's logits made once, used for
+    the loss and the gradients). h (N, C), weight (V, C), targets (N,) -> a scalar."""
 
     @staticmethod
     def forward(ctx, h, weight, targets):
@@ -589,27 +577,35 @@ class ChunkedCrossEntropy(torch.autograd.Function):
         loss = torch.zeros((), device=h.device)
         grad_h = torch.empty_like(h) if needs_grad else None
         grad_w = torch.zeros(weight.shape, device=weight.device) if needs_grad else None
+        # two (chunk, V) buffers, made once and reused by every chunk: the logits, then their log-softmax
+        logits_buf = h.new_empty(min(chunk, N), V, dtype=dtype)
+        logp_buf = h.new_empty(min(chunk, N), V, dtype=torch.float32)
         with torch.autocast(dev, enabled=False):
             w = weight.to(dtype)
             for s in range(0, N, chunk):
-                hc, t = h[s:s + chunk].to(dtype), targets[s:s + chunk]
-                logits = (hc @ w.t()).float()                               # (c, V): the only logits alive
-                lse = logits.logsumexp(dim=-1)
-                loss += (lse - logits.gather(1, t[:, None]).squeeze(1)).sum()
-                if needs_grad:  # d loss / d logits = softmax - one_hot(target), over N
-                    g = logits.sub_(lse[:, None]).exp_()                    # the softmax, in place
-                    g[torch.arange(len(t), device=t.device), t] -= 1
-                    # the mean's 1/N scales the small results, not the (c, V) chunk: one pass less over it
-                    grad_h[s:s + chunk] = (g.to(dtype) @ w) / max(N, 1)     # (c, C)
+                t = targets[s:s + chunk]
+                c = len(t)
+                scored = (t >= 0)[:, None]                                  # (c, 1): rows with a target
+                hc = h[s:s + chunk].to(dtype) * scored                      # a zero row adds nothing to grad_w
+                t = t.clamp(min=0)
+                logits = torch.mm(hc, w.t(), out=logits_buf[:c])            # (c, V): the only logits alive
+                logp = torch.log_softmax(logits, dim=-1, dtype=torch.float32, out=logp_buf[:c])
+                loss -= (logp.gather(1, t[:, None]) * scored).sum()
+                if needs_grad:  # d loss / d logits = softmax - one_hot(target); the mean's 1/N comes in backward
+                    g = logp.exp_()                                         # the softmax, in place
+                    g[torch.arange(c, device=t.device), t] -= 1
+                    grad_h[s:s + chunk] = (g.to(dtype) @ w) * scored        # (c, C)
                     if dtype == grad_w.dtype:
-                        grad_w.addmm_(g.t(), hc, alpha=1 / max(N, 1))       # (V, C), summed in place
+                        grad_w.addmm_(g.t(), hc)                            # (V, C), summed in place
                     else:
-                        grad_w += (g.t().to(dtype) @ hc).float() / max(N, 1)
-        ctx.save_for_backward(grad_h, grad_w)
+                        grad_w += (g.t().to(dtype) @ hc).float()
+        n = (targets >= 0).sum().clamp(min=1)  # the mean is over scored positions (a tensor: no GPU sync)
+        ctx.save_for_backward(grad_h, grad_w, n)
         ctx.weight_dtype = weight.dtype
-        return loss / max(N, 1)
+        return loss / n
 
     @staticmethod
     def backward(ctx, grad_loss):
-        grad_h, grad_w = ctx.saved_tensors
-        return grad_h * grad_loss, (grad_w * grad_loss).to(ctx.weight_dtype), None
+        grad_h, grad_w, n = ctx.saved_tensors
+        scale = grad_loss / n
+        return grad_h * scale.to(grad_h.dtype), (grad_w * scale).to(ctx.weight_dtype), None

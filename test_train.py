@@ -188,10 +188,13 @@ def test_bench_runs_every_section(tmp_path):
     p = run('bench.py', '--n_layer=4', '--n_embd=32', '--n_head=2', '--n_kv_head=1',
             '--sliding_window=16', '--train_lengths=32,64', '--train_tokens=128', '--attn_lengths=64,128',
             '--attn_forward_length=256', '--prefill_lengths=64,128', '--decode_lengths=32,64', '--decode_tokens=2',
-            '--recompute_lengths=32,64', '--reps=1', f'--out={out}', '--plot=')
-    for title in ('training step', 'one attention layer', 'prefill', 'decode through the KV cache', 'without a cache'):
+            '--recompute_lengths=32,64', '--loss_length=32', '--loss_steps=2', '--reps=1', f'--out={out}', '--plot=')
+    for title in ('training step, ', 'one attention layer', 'prefill', 'decode through the KV cache', 'without a cache',
+                  'a training step of SSSN'):
         assert title in p.stdout
     results = json.load(open(out))
+    assert [(r['loss'], r['freed_memory']) for r in results['loss']] == [('plain', 'keep'), ('chunked', 'keep'),
+                                                                          ('chunked', 'release')]
     assert {r['pattern'] for r in results['prefill']} == {'SSSN', 'R'}
     kv = {(r['T'], r['pattern']): r['kv_bytes'] for r in results['decode']['rows']}
     assert kv[64, 'SSSN'] / kv[64, 'R'] == pytest.approx(results['decode']['kv_ideal_ratio']['64'], rel=0.05)

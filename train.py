@@ -294,7 +294,7 @@ def save_checkpoint():
 if master:
     os.makedirs(out_dir, exist_ok=True)
     metrics = open(os.path.join(out_dir, 'metrics.jsonl'), 'a')
-log(f"{raw_model.get_num_params() / 1e6:.2f}M parameters, layers {gptconf.layer_kinds()}, window {gptconf.sliding_window}, "
+log(f"{sum(p.numel() for p in raw_model.parameters()) / 1e6:.2f}M parameters, layers {gptconf.layer_kinds()}, window {gptconf.sliding_window}, "
     f"context {block_size}; {world} x {device} in {str(ptdtype)[6:]}; peak {peak_flops / 1e9:.0f} GFLOP/s (for MFU)")
 bar = tqdm(total=max_iters, initial=iter_num, disable=None if master else True, unit='it', dynamic_ncols=True)
 model.train()
@@ -366,7 +366,8 @@ while True:
             loss /= world
         dt = (time.time() - t0) / len(step_losses)
         tok_s = tokens_per_iter / dt
-        mfu = raw_model.estimate_mfu(tokens_per_iter / world, dt, peak_flops, T)
+        # MFU: achieved FLOP/s over this device's matmul peak (nanoGPT assumes an A100's 312e12), per process
+        mfu = raw_model.flops_per_token(T) * tokens_per_iter / world / dt / peak_flops
         gpu_mem = f", peak GPU memory {torch.cuda.max_memory_allocated() / 2**30:.1f} GiB" if device_type == 'cuda' else ''
         log(f"iter {iter_num}: loss {loss.item():.4f}, lr {lr:.2e}, {tok_s:,.0f} tok/s, mfu {100 * mfu:.1f}%, "
             f"{1000 * dt:.0f} ms/iter{gpu_mem}")
