@@ -155,19 +155,24 @@ def print_table(title, rows):
         print(f"{name:>9} " + ' '.join(f"{r['mass'][s]:>11.3f}" for s in names) + f" {r['entropy']:>9.3f}", flush=True)
 
 
+def draw_distance(ax, layers, title, prefix=''):
+    """Mean attention per key against distance, one curve per layer kind, on the matplotlib axis ax.
+    layers: analyze()'s per-layer results at one length."""
+    for kind in sorted({l['kind'] for l in layers}):
+        curves = [l['distance'] for l in layers if l['kind'] == kind]
+        x = [math.sqrt(max(lo, 0.5) * hi) for lo, hi, _ in curves[0]]
+        ax.plot(x, np.mean([[v for _, _, v in c] for c in curves], axis=0), marker='.', label=f"{prefix}'{kind}' layers")
+    ax.set(xscale='log', yscale='log', xlabel='distance to key (tokens)', ylabel='mean attention per key', title=title)
+    ax.legend(fontsize=6)
+
+
 def plot_distance(results, path):
     import matplotlib
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
     fig, axes = plt.subplots(1, len(results), figsize=(4.5 * len(results), 3.3), squeeze=False)
     for ax, (L, res) in zip(axes[0], results.items()):
-        for kind in sorted({l['kind'] for l in res['layers']}):
-            curves = [l['distance'] for l in res['layers'] if l['kind'] == kind]
-            x = [math.sqrt(max(lo, 0.5) * hi) for lo, hi, _ in curves[0]]
-            ax.plot(x, np.mean([[v for _, _, v in c] for c in curves], axis=0), marker='.', label=f"'{kind}' layers")
-        ax.set(xscale='log', yscale='log', xlabel='distance to key (tokens)', ylabel='mean attention per key',
-               title=f"context {L:,}")
-        ax.legend(fontsize=7)
+        draw_distance(ax, res['layers'], f"context {L:,}")
     fig.tight_layout()
     fig.savefig(path, dpi=80)
     plt.close(fig)

@@ -353,17 +353,21 @@ def plot_heatmap(table, title, path, xlabel='needle depth'):
     plt.close(fig)
 
 
-def plot_ppl(curves, block_size, path):
-    """curves: {label: (bucket centre positions, losses)}."""
-    import matplotlib
-    matplotlib.use('Agg')
-    import matplotlib.pyplot as plt
-    fig, ax = plt.subplots(figsize=(6, 3.5))
+def draw_ppl(ax, curves, block_size):
+    """Loss by position on the matplotlib axis ax; curves: {label: (bucket centre positions, losses)}."""
     for label, (x, y) in curves.items():
         ax.plot(x, y, marker='.', label=label)
     ax.axvline(block_size, color='gray', linestyle=':', label='training length')
     ax.set(xscale='log', xlabel='position in document (tokens)', ylabel='loss (nats/token)', title='loss by position')
     ax.legend(fontsize=7)
+
+
+def plot_ppl(curves, block_size, path):
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    draw_ppl(ax, curves, block_size)
     fig.tight_layout()
     fig.savefig(path, dpi=80)
     plt.close(fig)

@@ -284,7 +284,8 @@ plt = plt_or_none()
 if plt is None:
     print(f"wrote {results}/results.md (pip install matplotlib for the plots)")
     sys.exit(0)
-from eval_long import draw_heatmap
+from analyze_attention import draw_distance
+from eval_long import draw_heatmap, draw_ppl
 
 # needle in a haystack: per variant, exact match (top) and retrieval gain (bottom) over lengths x depths
 fig, axes = plt.subplots(2, len(chosen), figsize=(2.6 * len(chosen) + 0.6, 5.2), squeeze=False)
@@ -298,28 +299,16 @@ plt.close(fig)
 
 # loss by position, all variants on one plot
 fig, ax = plt.subplots(figsize=(6, 3.6))
-for n in chosen:
-    b = ev[n]['ppl']['buckets']
-    ax.plot([math.sqrt(lo * hi) for lo, hi, _ in b], [v for _, _, v in b], marker='.', label=n)
-ax.axvline(T, color='gray', linestyle=':', label='training length')
-ax.set(xscale='log', xlabel='position in a held-out play (tokens)', ylabel='loss (nats/token)',
-       title='loss by position')
-ax.legend(fontsize=7)
+draw_ppl(ax, {n: ([math.sqrt(lo * hi) for lo, hi, _ in ev[n]['ppl']['buckets']],
+                  [v for _, _, v in ev[n]['ppl']['buckets']]) for n in chosen}, T)
 fig.tight_layout()
 fig.savefig(os.path.join(results, 'ppl_by_position.png'), dpi=80)
 plt.close(fig)
 
-# attention against distance, per layer kind of every variant
+# attention against distance, per layer kind of every variant, at the training length
 fig, ax = plt.subplots(figsize=(6, 3.6))
 for n in chosen:
-    layers = att[n]['results'][str(T)]['layers']  # at the training length
-    for kind in sorted({l['kind'] for l in layers}):
-        curves = [l['distance'] for l in layers if l['kind'] == kind]
-        x = [math.sqrt(max(lo, 0.5) * hi) for lo, hi, _ in curves[0]]
-        ax.plot(x, np.mean([[v for _, _, v in c] for c in curves], axis=0), marker='.', label=f"{n} '{kind}'")
-ax.set(xscale='log', yscale='log', xlabel='distance to key (tokens)', ylabel='mean attention per key',
-       title=f'attention by distance, context {T}')
-ax.legend(fontsize=6, ncol=2)
+    draw_distance(ax, att[n]['results'][str(T)]['layers'], f'attention by distance, context {T}', prefix=f"{n} ")
 fig.tight_layout()
 fig.savefig(os.path.join(results, 'attention_distance.png'), dpi=80)
 plt.close(fig)
