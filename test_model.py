@@ -11,7 +11,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from model import GPT, GPTConfig, KVCache, attend, reference_attention, sliding_window_blocked, sliding_window_flex, visible
+from model import GPT, ChunkedCrossEntropy, GPTConfig, KVCache, attend, reference_attention, sliding_window_blocked, sliding_window_flex, visible
 
 from configurator import configure, read_config
 from conftest import HERE, script_settings
@@ -383,6 +383,24 @@ def test_chunked_loss_and_gradients_equal_the_plain_ones(monkeypatch):
     for g, p in zip(grads, torch.autograd.grad(plain, list(model.parameters()))):
         torch.testing.assert_close(g, p, atol=1e-6, rtol=1e-5)
 
+
+
+def test_chunked_loss_under_bfloat16_autocast(monkeypatch):
+    """The GPU training path: matmuls in bfloat16, sums and gradients in float32, close to the float32 loss."""
+    import model as model_module
+    monkeypatch.setattr(model_module, 'LOSS_CHUNK', 64 * 16)  # 16 rows per chunk: 4 chunks
+    torch.manual_seed(0)
+    h, w = torch.randn(50, 16, requires_grad=True), torch.randn(64, 16, requires_grad=True)
+    t = torch.randint(0, 64, (50,))
+    t[:5] = -1
+    with torch.autocast('cpu', dtype=torch.bfloat16):
+        loss = ChunkedCrossEntropy.apply(h, w, t)
+    plain = torch.nn.functional.cross_entropy(h @ w.t(), t, ignore_index=-1)
+    assert loss.dtype == torch.float32 and (loss - plain).abs() > 1e-6  # the matmuls did run in bfloat16
+    torch.testing.assert_close(loss, plain, atol=0.05, rtol=0.01)
+    for g, p in zip(torch.autograd.grad(loss, [h, w]), torch.autograd.grad(plain, [h, w])):
+        assert g.dtype == torch.float32
+        torch.testing.assert_close(g, p, atol=5e-3, rtol=0.05)
 
 def largest_tensor_made_by(step):
     """The most elements of any tensor an operation creates while step() runs."""
