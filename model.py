@@ -246,7 +246,7 @@ class GPT(nn.Module):
         # unit scale, N(0, 1), so that each position's own token dominates the residual stream until the
         # layers have learnt something worth adding. (With GPT-2's 0.02 everywhere, the first attention
         # layer's average over the context swamped each token's identity, and a 4-layer model never learnt
-        # associative recall in 15,000 steps; with this init it does in about 1,000. README: the recall track.)
+        # associative recall in 15,000 steps; with this init it does in about 1,000. results/recall_pilots.md.)
         # The embedding matrix is also the output layer, so the final norm's gain starts at 1/sqrt(C):
         # the first logits are then of unit scale instead of sqrt(C).
         self.apply(self._init_weights)

@@ -33,7 +33,7 @@ DATA = os.path.join(HERE, 'data')
 
 # ---------------------------------------------------------------------------
 # The tokenizer. tiktoken.get_encoding('gpt2') downloads its files on first use, so the
-# ranks file ships in assets/ (from the MIT-licensed openai-whisper sdist; see the README)
+# ranks file ships in assets/ (from the MIT-licensed openai-whisper sdist; see assets/README.md)
 # and the Encoding is built here with GPT-2's split pattern and its one special token.
 GPT2_SHA256 = '306cd27f03c1a714eca7108e03d66b7dc042abe8c258b44c199a7ed9838dd930'
 GPT2_PATTERN = r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}++| ?\p{N}++| ?[^\s\p{L}\p{N}]++|\s++$|\s+(?!\S)|\s"""

@@ -3,7 +3,7 @@
 # Three RoPE layers with a sliding window (theta 10k), then one NoPE layer with full attention,
 # repeated. The paper finds this hybrid matches a RoPE model on short-context tasks and beats it
 # on long-context retrieval (RULER, needle-in-a-haystack), while three layers in four keep only a
-# window-sized KV cache. Sized for a laptop CPU: about 18 minutes on 2 cores.
+# window-sized KV cache. Sized for a laptop CPU: about 17 minutes on 2 cores.
 # config/hybrid_long_gpu.py is the GPU version.
 out_dir = 'out-hybrid-long'
 layer_pattern = 'SSSN'
@@ -26,7 +26,7 @@ stages = ((0, 256, 4),
 retrieval_rate = 0.2
 gradient_accumulation_steps = 1
 max_iters = 1700
-learning_rate = 6e-3   # chosen by pilot runs of equal wall time (README: Training)
+learning_rate = 6e-3   # chosen by pilot runs of equal wall time (results/hybrid_long_pilots.md)
 min_lr = 6e-4
 warmup_iters = 40
 eval_interval = 1600   # evaluate at the start, when the context grows, and at the end
