@@ -577,9 +577,9 @@ class ChunkedCrossEntropy(torch.autograd.Function):
         loss = torch.zeros((), device=h.device)
         grad_h = torch.empty_like(h) if needs_grad else None
         grad_w = torch.zeros(weight.shape, device=weight.device) if needs_grad else None
-        # two (chunk, V) buffers, made once and reused by every chunk: the logits, then their log-softmax
+        # two (chunk, V) buffers, made once and reused by every chunk: the logits, then their softmax
         logits_buf = h.new_empty(min(chunk, N), V, dtype=dtype)
-        logp_buf = h.new_empty(min(chunk, N), V, dtype=torch.float32)
+        probs_buf = h.new_empty(min(chunk, N), V, dtype=torch.float32)
         with torch.autocast(dev, enabled=False):
             w = weight.to(dtype)
             for s in range(0, N, chunk):
@@ -589,16 +589,19 @@ class ChunkedCrossEntropy(torch.autograd.Function):
                 hc = h[s:s + chunk].to(dtype) * scored                      # a zero row adds nothing to grad_w
                 t = t.clamp(min=0)
                 logits = torch.mm(hc, w.t(), out=logits_buf[:c])            # (c, V): the only logits alive
-                logp = torch.log_softmax(logits, dim=-1, dtype=torch.float32, out=logp_buf[:c])
-                loss -= (logp.gather(1, t[:, None]) * scored).sum()
+                p = torch.softmax(logits, dim=-1, dtype=torch.float32, out=probs_buf[:c])
+                # loss = logsumexp - the target's logit. The largest probability is exp(max - logsumexp), so
+                # logsumexp = max - log(largest probability): two cheap row maxima instead of a log-softmax pass
+                # and an exp pass over the (c, V) logits, and no underflow (that probability is at least 1/V)
+                lse = logits.amax(1).float() - p.amax(1).log()              # (c,)
+                loss += ((lse - logits.gather(1, t[:, None]).squeeze(1).float()) * scored.squeeze(1)).sum()
                 if needs_grad:  # d loss / d logits = softmax - one_hot(target); the mean's 1/N comes in backward
-                    g = logp.exp_()                                         # the softmax, in place
-                    g[torch.arange(c, device=t.device), t] -= 1
-                    grad_h[s:s + chunk] = (g.to(dtype) @ w) * scored        # (c, C)
+                    p[torch.arange(c, device=t.device), t] -= 1             # in place: p becomes that gradient
+                    grad_h[s:s + chunk] = (p.to(dtype) @ w) * scored        # (c, C)
                     if dtype == grad_w.dtype:
-                        grad_w.addmm_(g.t(), hc)                            # (V, C), summed in place
+                        grad_w.addmm_(p.t(), hc)                            # (V, C), summed in place
                     else:
-                        grad_w += (g.t().to(dtype) @ hc).float()
+                        grad_w += (p.t().to(dtype) @ hc).float()
         n = (targets >= 0).sum().clamp(min=1)  # the mean is over scored positions (a tensor: no GPU sync)
         ctx.save_for_backward(grad_h, grad_w, n)
         ctx.weight_dtype = weight.dtype

@@ -384,6 +384,19 @@ def test_chunked_loss_and_gradients_equal_the_plain_ones(monkeypatch):
         torch.testing.assert_close(g, p, atol=1e-6, rtol=1e-5)
 
 
+def test_chunked_loss_is_exact_when_the_target_probability_underflows(monkeypatch):
+    """The chunked loss takes logsumexp from the largest probability (>= 1/V), never from the target's,
+    so logits hundreds apart still give the exact, finite loss."""
+    import model as model_module
+    monkeypatch.setattr(model_module, 'LOSS_CHUNK', 64 * 4)  # 4 rows per chunk: 3 chunks
+    torch.manual_seed(0)
+    h, w, t = torch.randn(10, 8) * 30, torch.randn(64, 8) * 3, torch.randint(0, 64, (10,))
+    assert (torch.softmax(h @ w.t(), -1)[torch.arange(10), t] == 0).any()  # -log p(target) would be inf
+    loss = ChunkedCrossEntropy.apply(h, w, t)
+    exact = torch.nn.functional.cross_entropy(h.double() @ w.double().t(), t)
+    assert exact > 100
+    torch.testing.assert_close(loss.double(), exact, rtol=1e-5, atol=0)
+
 
 def test_chunked_loss_under_bfloat16_autocast(monkeypatch):
     """The GPU training path: matmuls in bfloat16, sums and gradients in float32, close to the float32 loss."""
