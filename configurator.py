@@ -190,8 +190,8 @@ def matmul_peak_flops(device, dtype, n=2048, repeat=10):
 def keep_freed_memory():
     """On Linux CPUs: glibc returns every large freed buffer (activations, gradients, a loss chunk's logits)
     to the OS, and the next step page-faults it back in, 4 KiB at a time. Keeping freed memory in the
-    process (mmap threshold 1 GiB, no trimming) still pays with the chunked loss: 4-9% more tokens/s for
-    about 0.2 GiB more resident memory (`python bench.py --sections=loss`, results/README.md)."""
+    process (mmap threshold 1 GiB, no trimming) still pays with the chunked loss: 2-4% more tokens/s for
+    about 0.1 GiB more resident memory (`python bench.py --sections=loss`, results/README.md)."""
     if sys.platform.startswith('linux'):
         import ctypes
         libc = ctypes.CDLL('libc.so.6')
