@@ -354,9 +354,10 @@ def plot_heatmap(table, title, path, xlabel='needle depth'):
 
 
 def draw_ppl(ax, curves, block_size):
-    """Loss by position on the matplotlib axis ax; curves: {label: (bucket centre positions, losses)}."""
-    for label, (x, y) in curves.items():
-        ax.plot(x, y, marker='.', label=label)
+    """Loss by position on the matplotlib axis ax; curves: {label: buckets [[lo, hi, loss], ...] (the 'ppl'
+    task's)}, each bucket drawn at its geometric centre."""
+    for label, buckets in curves.items():
+        ax.plot([math.sqrt(lo * hi) for lo, hi, _ in buckets], [v for _, _, v in buckets], marker='.', label=label)
     ax.axvline(block_size, color='gray', linestyle=':', label='training length')
     ax.set(xscale='log', xlabel='position in document (tokens)', ylabel='loss (nats/token)', title='loss by position')
     ax.legend(fontsize=7)
@@ -521,7 +522,5 @@ if __name__ == '__main__':
         if 'niah' in results:
             plot_heatmap(results['niah'], f"needle in a haystack: {model.config.layer_kinds()}", os.path.join(out_dir, 'niah.png'))
         if 'ppl' in results:
-            plot_ppl({model.config.layer_kinds(): ([math.sqrt(a * b) for a, b, _ in results['ppl']['buckets']],
-                                                  [v for _, _, v in results['ppl']['buckets']])},
-                     T, os.path.join(out_dir, 'ppl_by_position.png'))
+            plot_ppl({model.config.layer_kinds(): results['ppl']['buckets']}, T, os.path.join(out_dir, 'ppl_by_position.png'))
         print(f"wrote the plots in {out_dir}")

@@ -17,7 +17,6 @@ not evaluated again, so an interrupted run picks up where it stopped (delete out
 """
 
 import json
-import math
 import os
 import subprocess
 import sys
@@ -299,8 +298,7 @@ plt.close(fig)
 
 # loss by position, all variants on one plot
 fig, ax = plt.subplots(figsize=(6, 3.6))
-draw_ppl(ax, {n: ([math.sqrt(lo * hi) for lo, hi, _ in ev[n]['ppl']['buckets']],
-                  [v for _, _, v in ev[n]['ppl']['buckets']]) for n in chosen}, T)
+draw_ppl(ax, {n: ev[n]['ppl']['buckets'] for n in chosen}, T)
 fig.tight_layout()
 fig.savefig(os.path.join(results, 'ppl_by_position.png'), dpi=80)
 plt.close(fig)
