@@ -57,7 +57,7 @@ attn_forward_length: '[1, inf)' = 65536   # forward only, at this length
 prefill_lengths: '[1, inf)' = (4096, 16384, 32768)
 prefill_chunk: '[1, inf)' = 1024
 decode_lengths: '[1, inf)' = (1024, 8192, 32768)
-decode_tokens: '[1, inf)' = 32            # tokens timed per decode measurement
+decode_tokens: '[2, inf)' = 64            # tokens per decode measurement; the steps after the first are timed
 decode_modes = ('eager', 'compiled')       # compiled: GPT.decode_step under torch.compile, compiled once per shape
 recompute_lengths: '[1, inf)' = (1024, 8192)
 loss_length: '[1, inf)' = 2048            # the loss section's context (batch train_tokens // loss_length)
@@ -306,24 +306,33 @@ if 'decode' in wanted or 'recompute' in wanted:
             c.update(kv, kv, torch.arange(L, device=dev))
         return cache
 
-    def decode(model, cache, L, n, mode):
+    def decode(model, cache, L, mode):
+        """Seconds per token of greedy decoding through the cache, as sample.py runs it: from the first token
+        yielded (the prefill's) to the last, so decode_tokens - 1 steps, each one token through every layer."""
         for c in cache:
             c.seen = L  # every run decodes positions L, L + 1, ... again: the same work each time
         x = torch.zeros(1, 1, dtype=torch.long, device=dev)
-        for _ in model.stream(x, n, temperature=0, cache=cache, compile=mode == 'compiled'):
-            pass  # greedy decoding through the cache, as sample.py runs it
+        when = []
+        for _ in model.stream(x, decode_tokens, temperature=0, cache=cache, compile=mode == 'compiled'):
+            sync()
+            when.append(time.perf_counter())
+        return (when[-1] - when[0]) / (decode_tokens - 1)
 
     if 'decode' in wanted:
         for L in decode_lengths:
             caches = {p: filled_cache(models[p], L) for p in patterns}
-            runs = {(p, m): (lambda p=p, m=m: decode(models[p], caches[p], L, decode_tokens, m))
-                    for p in patterns for m in decode_modes}
-            dt = alternate(runs, reps)  # the warm-up run compiles
+            runs = {(p, m): (lambda p=p, m=m: decode(models[p], caches[p], L, m)) for p in patterns for m in decode_modes}
+            for run in runs.values():
+                run()  # warm-up (the first compiled run compiles)
+            times = {k: [] for k in runs}
+            for _ in range(reps):  # in turn, A B A B ..., as alternate() does
+                for k, run in runs.items():
+                    times[k].append(run())
             for p, m in runs:
                 kv = sum(c.nbytes() for c in caches[p])
                 kv_read = sum(c.nbytes() * min(L, c.pos.numel()) / c.pos.numel() for c in caches[p])
                 bound = (weight_bytes[p] + kv_read) / bandwidth
-                ms = dt[p, m] / decode_tokens
+                ms = statistics.median(times[p, m])
                 results['decode']['rows'].append(dict(T=L, pattern=p, mode=m, ms_per_token=1e3 * ms, kv_bytes=kv,
                                                       bound_ms=1e3 * bound))
                 rows.append([L, p, m, f"{1e3 * ms:.1f}", f"{kv / 2**20:,.1f}", f"{1e3 * bound:.1f}", f"{ms / bound:.1f}x"])
@@ -336,7 +345,7 @@ if 'decode' in wanted or 'recompute' in wanted:
             ideal[L] = sum(min(sliding_window, L) / L if k == 'S' else 1 for k in kinds) / n_layer
             rows.append(['', f"{a}/{b}", '', f"KV {kv[a] / kv[b]:.3f}", f"ideal {ideal[L]:.3f}", '', f"{kv[a] / kv[b] / ideal[L]:.3f}x"])
         results['decode']['kv_ideal_ratio'] = ideal
-        table(f"decode through the KV cache ({decode_tokens} tokens at each context, median of {reps}; bound: weights "
+        table(f"decode through the KV cache ({decode_tokens - 1} steps at each context, median of {reps}; bound: weights "
               f"{weight_bytes[patterns[0]] / 2**20:,.0f} MiB + cache read at {bandwidth / 1e9:.1f} GB/s)",
               ['context', 'layers', 'step', 'ms/token', 'KV MiB', 'bound ms', 'over bound'], rows)
 

@@ -307,8 +307,9 @@ class GPT(nn.Module):
         """One token per sequence through every layer, as generation runs: idx (B, 1) at position pos, a (1,)
         tensor -> logits (B, vocab). Its tensors have the same shapes at every position (whole cache buffers
         masked by position, the RoPE table indexed by a tensor), so torch.compile takes it once. The caller
-        advances pos and the caches' `seen`."""
-        return (self.hidden(idx, cache, pos)[:, -1] @ head).float()
+        advances pos and the caches' `seen`. head: the output matrix (vocab, C), stored as suits the path
+        (GPT.stream)."""
+        return F.linear(self.hidden(idx, cache, pos)[:, -1], head).float()
 
     def forward(self, idx, targets=None):
         """idx (B, T) token ids, any T (block_size is not a limit).
@@ -341,14 +342,16 @@ class GPT(nn.Module):
         for c in cache:  # the last new token is returned, never cached
             c.check_room(c.seen + idx.size(1) + max_new_tokens - 1)
         self.rope(0, cache[0].seen + idx.size(1) + max_new_tokens, idx.device)  # the RoPE table, long enough for all
-        # Each token reads the whole (vocab, C) output matrix. On the CPU a one-row matmul reads it twice
-        # as fast laid out (C, vocab), so keep a transposed copy while generating (a view on GPUs).
-        head = self.lm_head.weight.t()
-        head = head.contiguous() if head.device.type == 'cpu' else head
+        # Each token reads the whole (vocab, C) output matrix. Eager on the CPU, the library's one-row matmul
+        # reads it 4x faster stored (C, vocab), so keep a copy stored that way while generating: head.t() of
+        # that copy holds the same (vocab, C) values. (The compiled step reads the matrix as it is.)
+        head = self.lm_head.weight
+        if head.device.type == 'cpu' and not compile:
+            head = head.t().contiguous().t()
         step = compiled_decode_step(self) if compile else self.decode_step
         for chunk in idx.split(prefill_chunk, dim=1):
             h = self.hidden(chunk, cache)
-        logits = (h[:, -1, :] @ head).float()      # (B, vocab): only the last position is needed
+        logits = F.linear(h[:, -1, :], head).float()  # (B, vocab): only the last position is needed
         pos = torch.tensor([cache[0].seen], device=idx.device)
         for i in range(max_new_tokens):
             if temperature == 0:
@@ -545,12 +548,36 @@ class KVCache:
 
 
 def compiled_decode_step(model):
-    """model.decode_step compiled once per model: under CUDA graphs on a GPU (one launch per token instead of a
-    few hundred), as fused C++ kernels on a CPU (fewer, larger operations)."""
+    """model.decode_step compiled once per model. On a GPU, under CUDA graphs: one launch per token instead of
+    a few hundred. On a CPU, by Inductor, with each matmul of a few rows written as a multiply and a sum
+    (mm_as_reduction)."""
     if getattr(model, '_compiled_step', None) is None:
-        mode = 'reduce-overhead' if model.lm_head.weight.is_cuda else None
-        model._compiled_step = torch.compile(model.decode_step, mode=mode, fullgraph=True)
+        if model.lm_head.weight.is_cuda:
+            model._compiled_step = torch.compile(model.decode_step, mode='reduce-overhead', fullgraph=True)
+        else:
+            model._compiled_step = torch.compile(model.decode_step, backend=inductor_mm_as_reduction, fullgraph=True)
     return model._compiled_step
+
+
+def mm_as_reduction(a, b):
+    """aten.mm(a, b) for a of at most 8 rows (decoding: a row per sequence): a (M, K), b (K, N) -> (M, N), as
+    sum_k a[m, k] * b[k, n]. Decoding is about 60 such matmuls per token. The math library spends 5-30 us on
+    each (a call, and on an AMD CPU a slow path when b is a transposed weight: 3 ms for the output matrix against
+    0.7 ms stored the other way); written as a multiply and a sum, each becomes a loop of Inductor's own C++,
+    fused with the norms and activations around it, that reads the weight as stored. A token then costs about
+    half (results/README.md). With more rows the library wins (at 16 it did, at 8 the sum), so they keep it."""
+    if a.size(0) <= 8:
+        return (a.unsqueeze(2) * b.unsqueeze(0)).sum(dim=1)
+    return NotImplemented
+
+
+def inductor_mm_as_reduction(graph, example_inputs):
+    """torch.compile's default backend (Inductor) with mm_as_reduction in its table of decompositions.
+    (A table of our own keeps Inductor from caching the compiled code between runs: each run compiles anew.)"""
+    from torch._inductor.compile_fx import compile_fx
+    from torch._inductor.decomposition import select_decomp_table
+    table = {**select_decomp_table(), torch.ops.aten.mm.default: mm_as_reduction}
+    return compile_fx(graph, example_inputs, decompositions=table)
 
 
 # -----------------------------------------------------------------------------

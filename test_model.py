@@ -11,7 +11,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from model import GPT, ChunkedCrossEntropy, GPTConfig, KVCache, attend, reference_attention, sliding_window_blocked, sliding_window_flex, visible
+from model import (GPT, ChunkedCrossEntropy, GPTConfig, KVCache, attend, compiled_decode_step, mm_as_reduction,
+                   reference_attention, sliding_window_blocked, sliding_window_flex, visible)
 
 from configurator import configure, read_config
 from conftest import HERE, script_settings
@@ -502,6 +503,26 @@ def test_model_on_cuda_matches_reference_and_decodes_like_recomputation(pattern)
 
 
 # --- the fixed-shape decoding step ----------------------------------------------------
+
+def test_mm_as_reduction_is_the_matmul_for_a_few_rows_only():
+    w = torch.randn(50, 24)  # a weight (out, in); F.linear multiplies by its transpose, a view
+    for rows in (1, 8):
+        a = torch.randn(rows, 24)
+        assert torch.allclose(mm_as_reduction(a, w.t()), a @ w.t(), atol=1e-5)
+    assert mm_as_reduction(torch.randn(9, 24), w.t()) is NotImplemented  # the usual matmul
+
+
+def test_compiled_decode_step_on_the_cpu_calls_no_matmul_library():
+    """The CPU's compiled step does its matmuls in Inductor's own loops (mm_as_reduction), not by library calls."""
+    from torch._inductor.utils import run_and_get_code
+    model = make('SSSN')
+    cache = model.new_cache(1, 8, torch.float32, 'cpu')
+    model.rope(0, 8, 'cpu')
+    with torch.no_grad():
+        _, code = run_and_get_code(compiled_decode_step(model), tokens(1, B=1), torch.tensor([0]), cache,
+                                   model.lm_head.weight)
+    assert 'cpp_fused' in code[0] and not any(op in code[0] for op in ('.mm(', '.addmm(', '.bmm(', 'aten.mm'))
+
 
 def test_decoding_keeps_each_cache_to_its_window():
     model = make('SSSN')
