@@ -342,7 +342,8 @@ if 'decode' in wanted or 'recompute' in wanted:
             kv = {r['pattern']: r['kv_bytes'] for r in results['decode']['rows'] if r['T'] == L}
             a, b = patterns[0], patterns[-1]
             kinds = GPTConfig(n_layer=n_layer, n_head=n_head, layer_pattern=a).layer_kinds()
-            ideal[L] = sum(min(sliding_window, L) / L if k == 'S' else 1 for k in kinds) / n_layer
+            n = L + decode_tokens + 1  # the positions each cache was made for
+            ideal[L] = sum(min(sliding_window, n) / n if k == 'S' else 1 for k in kinds) / n_layer
             rows.append(['', f"{a}/{b}", '', f"KV {kv[a] / kv[b]:.3f}", f"ideal {ideal[L]:.3f}", '', f"{kv[a] / kv[b] / ideal[L]:.3f}x"])
         results['decode']['kv_ideal_ratio'] = ideal
         table(f"decode through the KV cache ({decode_tokens - 1} steps at each context, median of {reps}; bound: weights "

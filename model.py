@@ -348,7 +348,6 @@ class GPT(nn.Module):
         head = self.lm_head.weight
         if head.device.type == 'cpu' and not compile:
             head = head.t().contiguous().t()
-        step = compiled_decode_step(self) if compile else self.decode_step
         for chunk in idx.split(prefill_chunk, dim=1):
             h = self.hidden(chunk, cache)
         logits = F.linear(h[:, -1, :], head).float()  # (B, vocab): only the last position is needed
@@ -364,6 +363,7 @@ class GPT(nn.Module):
                 idx_next = torch.multinomial(F.softmax(logits, dim=-1), num_samples=1)
             yield idx_next
             if i + 1 < max_new_tokens:
+                step = compiled_decode_step(self) if compile else self.decode_step  # compiled on first use
                 logits = step(idx_next, pos, cache, head)  # one new position through every layer
                 pos = pos + 1
                 for c in cache:
