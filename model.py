@@ -343,8 +343,8 @@ class GPT(nn.Module):
             c.check_room(c.seen + idx.size(1) + max_new_tokens - 1)
         self.rope(0, cache[0].seen + idx.size(1) + max_new_tokens, idx.device)  # the RoPE table, long enough for all
         # Each token reads the whole (vocab, C) output matrix. Eager on the CPU, the library's one-row matmul
-        # reads it 4x faster stored (C, vocab), so keep a copy stored that way while generating: head.t() of
-        # that copy holds the same (vocab, C) values. (The compiled step reads the matrix as it is.)
+        # reads it several times faster stored (C, vocab), so keep a copy stored that way while generating:
+        # .t() of that copy holds the same (vocab, C) values. (The compiled step reads the matrix as it is.)
         head = self.lm_head.weight
         if head.device.type == 'cpu' and not compile:
             head = head.t().contiguous().t()
@@ -561,11 +561,11 @@ def compiled_decode_step(model):
 
 def mm_as_reduction(a, b):
     """aten.mm(a, b) for a of at most 8 rows (decoding: a row per sequence): a (M, K), b (K, N) -> (M, N), as
-    sum_k a[m, k] * b[k, n]. Decoding is about 60 such matmuls per token. The math library spends 5-30 us on
-    each (a call, and on an AMD CPU a slow path when b is a transposed weight: 3 ms for the output matrix against
-    0.7 ms stored the other way); written as a multiply and a sum, each becomes a loop of Inductor's own C++,
-    fused with the norms and activations around it, that reads the weight as stored. A token then costs about
-    half (results/README.md). With more rows the library wins (at 16 it did, at 8 the sum), so they keep it."""
+    sum_k a[m, k] * b[k, n]. Decoding is about 60 such matmuls per token, each a call into the math library,
+    whose one-row path was several times slower for a transposed weight (nn.Linear's b) on the test machine's
+    AMD CPU. Written as a multiply and a sum, each becomes a loop of Inductor's own C++, fused with the norms
+    and activations around it, that reads the weight as stored; a token then took half the time
+    (results/README.md). With more rows the library wins (at 16 it did, at 8 the sum), so they keep it."""
     if a.size(0) <= 8:
         return (a.unsqueeze(2) * b.unsqueeze(0)).sum(dim=1)
     return NotImplemented
