@@ -28,7 +28,7 @@ top_k: '[0, inf)' = 200                   # 0 = no limit
 seed: '[0, inf)' = 1337
 device = 'auto'           # 'auto', 'cpu', 'cuda', 'mps'
 dtype = 'auto'            # 'auto': bfloat16 on a GPU that has it, else float32
-compile = False           # compile the one-token decoding step once (GPT.decode_step): 2x faster per token on a CPU, after a compile of ~13 s
+compile = False           # compile the one-token decoding step once (GPT.decode_step): on a CPU 2x faster, after ~13 s
 prefill_chunk: '[1, inf)' = 1024          # prompt tokens per prefill step: bounds activation memory
 configure(globals())
 
