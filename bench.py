@@ -322,10 +322,10 @@ if 'decode' in wanted or 'recompute' in wanted:
         for L in decode_lengths:
             caches = {p: filled_cache(models[p], L) for p in patterns}
             runs = {(p, m): (lambda p=p, m=m: decode(models[p], caches[p], L, m)) for p in patterns for m in decode_modes}
-            for run in runs.values():
-                run()  # warm-up (the first compiled run compiles)
+            for run in runs.values():  # not alternate(): the runs time themselves, and even with reps = 1 need
+                run()  # a warm-up, outside the timing, in which the first compiled run compiles
             times = {k: [] for k in runs}
-            for _ in range(reps):  # in turn, A B A B ..., as alternate() does
+            for _ in range(reps):  # in turn, A B A B ..., as in alternate()
                 for k, run in runs.items():
                     times[k].append(run())
             for p, m in runs:

@@ -416,6 +416,7 @@ def test_chunked_loss_under_bfloat16_autocast(monkeypatch):
         assert g.dtype == torch.float32
         torch.testing.assert_close(g, p, atol=5e-3, rtol=0.05)
 
+
 def largest_tensor_made_by(step):
     """The most elements of any tensor an operation creates while step() runs."""
     from torch.utils._python_dispatch import TorchDispatchMode
