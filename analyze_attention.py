@@ -208,7 +208,7 @@ if __name__ == '__main__':
             fail(f"{e}: lower --recall_pairs or raise --lengths")
         names, rows_are = RECALL_SEGMENTS, f'the asked keys ({pairs} pairs)'
     else:
-        dataset = dataset or checkpoint['config']['dataset']
+        dataset = dataset or checkpoint['config'].get('dataset', 'shakespeare')
         if not os.path.exists(os.path.join(DATA, dataset, 'meta.json')):
             fail(f"dataset {dataset!r} not found in {DATA}: run python prepare_data.py (it makes data/shakespeare)")
         enc = get_tokenizer(checkpoint['tokenizer'])

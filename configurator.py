@@ -154,19 +154,20 @@ def write_atomic(path, write):
 
 
 def load_model(out_dir, device='cpu', dtype=None):
-    """model.GPT.from_checkpoint(out_dir/ckpt.pt): (the model in eval mode, the checkpoint dict).
-    Loaded with weights_only=True, so a checkpoint from elsewhere can hold tensors and plain values but
-    never code: a pickle that would run some is refused with one line."""
-    import pickle
+    """model.GPT.from_checkpoint(out_dir/ckpt.pt): (the model in eval mode, the checkpoint dict), or one line from
+    fail() naming what is wrong: no checkpoint, or one that is not a train.py checkpoint of finite weights that fit
+    its settings. Loaded with weights_only=True, so a checkpoint from elsewhere can hold tensors and plain values
+    but never code: a pickle that would run some is refused too."""
     from model import GPT
     path = os.path.join(out_dir, 'ckpt.pt')
+    if os.path.isfile(out_dir):
+        fail(f"--out_dir={out_dir} is a file: give the directory that holds ckpt.pt")
     if not os.path.exists(path):
         fail(f"no checkpoint at {path}: train one (python train.py config/hybrid_tiny.py) or set --out_dir")
     try:
         return GPT.from_checkpoint(path, device, dtype)
-    except (pickle.UnpicklingError, RuntimeError, EOFError) as e:
-        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
-        fail(f"{path} is not loaded: not a checkpoint of tensors and plain values ({first})")
+    except ValueError as e:
+        fail(str(e))
 
 
 def matmul_peak_flops(device, dtype, n=2048, repeat=10):

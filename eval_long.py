@@ -452,7 +452,7 @@ if __name__ == '__main__':
             print(f"wrote {os.path.join(out_dir, 'recall_depth.png')}")
         sys.exit(0)
     L_list, D_list = list(lengths) or [T // 2, T, 2 * T, 4 * T], list(depths)
-    dataset = dataset or checkpoint['config']['dataset']
+    dataset = dataset or checkpoint['config'].get('dataset', 'shakespeare')
     enc = get_tokenizer(checkpoint['tokenizer'])
     if not os.path.exists(os.path.join(DATA, dataset, 'meta.json')):
         fail(f"dataset {dataset!r} not found in {DATA}: run python prepare_data.py (it makes data/shakespeare)")

@@ -163,6 +163,8 @@ if __name__ == '__main__':
     if checkpoint['tokenizer'] != 'gpt2':
         fail(f"{ckpt_path} uses the tokenizer {checkpoint['tokenizer']!r}; only the shipped GPT-2 tokenizer exports "
              f"(a recall model's 256 ids are not text)")
+    if os.path.exists(hf_dir) and not os.path.isdir(hf_dir):
+        fail(f"--hf_dir={hf_dir} is a file: give a directory to write the model to")
     if os.path.isdir(hf_dir) and os.listdir(hf_dir) and not force:
         fail(f"{hf_dir} exists and is not empty: add --force to replace it, or set --hf_dir")
 

@@ -18,7 +18,8 @@ nkv key/value heads (grouped-query attention), hd head dim = C // nh, W window.
 
 import inspect
 import math
-from dataclasses import dataclass
+import os
+from dataclasses import dataclass, fields
 from functools import lru_cache
 
 import torch
@@ -266,12 +267,51 @@ class GPT(nn.Module):
 
     @classmethod
     def from_checkpoint(cls, path, device='cpu', dtype=None):
-        """(model in eval mode on device, in dtype if given, the checkpoint dict) from train.py's ckpt.pt.
-        weights_only=True: unpickling may build tensors and plain values only, never run code."""
-        checkpoint = torch.load(path, map_location='cpu', weights_only=True)
-        model = cls(GPTConfig(**checkpoint['model_args']))
-        model.load_state_dict(checkpoint['model'])
-        return model.eval().to(device=device, dtype=dtype), checkpoint
+        """(model in eval mode on device, in dtype if given, the checkpoint dict) from train.py's ckpt.pt: a dict
+        with 'model' (the state_dict) and 'model_args' (GPTConfig's settings). Checked as it is read: anything
+        else raises ValueError, one line naming the file, what is wrong and the fix. weights_only=True:
+        unpickling may build tensors and plain values only, never run code."""
+        def refuse(problem):
+            return ValueError(f"{path} is not loaded: {problem}")
+        if not os.path.isfile(path):
+            raise refuse("it is not a file")
+        try:
+            ckpt = torch.load(path, map_location='cpu', weights_only=True)
+        except Exception as e:  # text, a truncated file, a pickle that would run code, ...
+            raise refuse(f"not a checkpoint of tensors and plain values ({(str(e).strip() or type(e).__name__).splitlines()[0]})")
+        if isinstance(ckpt, dict) and ckpt and all(isinstance(v, torch.Tensor) for v in ckpt.values()):
+            raise refuse("it holds a bare state_dict; a checkpoint is dict(model=model.state_dict(), "
+                         "model_args=dataclasses.asdict(model.config)), which train.py writes")
+        if not (isinstance(ckpt, dict) and isinstance(ckpt.get('model'), dict) and isinstance(ckpt.get('model_args'), dict)):
+            raise refuse("a checkpoint is a dict with 'model' (the state_dict) and 'model_args' (GPTConfig's settings), "
+                         "as train.py writes it")
+        unknown = sorted(set(ckpt['model_args']) - {f.name for f in fields(GPTConfig)})
+        if unknown:
+            raise refuse(f"settings this model.py does not know ({', '.join(map(str, unknown))}), from a newer version "
+                         f"of it: update the code")
+        try:
+            model = cls(GPTConfig(**ckpt['model_args']))
+        except (TypeError, ValueError, ArithmeticError) as e:
+            raise refuse(f"its model_args do not make a model ({e})")
+        # a compiled or DDP-wrapped model's state_dict has its names prefixed: take them as the plain names
+        state = {k.removeprefix('_orig_mod.').removeprefix('module.'): v for k, v in ckpt['model'].items()}
+        want = model.state_dict()
+        odd = sorted(set(want) ^ set(state))
+        if odd:
+            raise refuse(f"{'no' if odd[0] in want else 'an unexpected'} tensor {odd[0]}: the weights are not those "
+                         f"of the model its model_args describe")
+        for name, t in state.items():
+            if not isinstance(t, torch.Tensor) or t.shape != want[name].shape:
+                raise refuse(f"{name} has shape {tuple(getattr(t, 'shape', ()))} but its model_args make "
+                             f"{tuple(want[name].shape)}: the settings do not match the weights")
+            if t.is_floating_point() and not torch.isfinite(t).all():
+                raise refuse(f"{name} holds non-finite values (nan or inf): the run diverged; use an earlier checkpoint")
+        model.load_state_dict(state)
+        ckpt.setdefault('config', {})  # train.py's settings and tokenizer; one made by hand may lack them
+        ckpt.setdefault('tokenizer', 'gpt2' if model.config.vocab_size >= 50257 else None)
+        if ckpt['tokenizer'] == 'gpt2' and model.config.vocab_size < 50257:
+            raise refuse(f"vocab_size={model.config.vocab_size} is smaller than its tokenizer's (GPT-2, 50257 tokens)")
+        return model.eval().to(device=device, dtype=dtype), ckpt
 
     def rope(self, p0, T, device):
         """cos, sin (T, hd/2) for positions p0..p0+T-1. The table grows (doubling) as longer inputs arrive."""

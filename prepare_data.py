@@ -41,12 +41,19 @@ EOT = '<|endoftext|>'
 
 
 def get_tokenizer(name='gpt2'):
-    """A tiktoken Encoding. 'gpt2' works offline; any other name goes to tiktoken (which may download)."""
+    """A tiktoken Encoding. 'gpt2' works offline; any other name goes to tiktoken (which may download).
+    None is a model without one (trained on associative recall): a script that needs text stops there."""
+    if name is None:
+        fail("this model has no tokenizer: it was trained on associative recall (dataset='recall'), which "
+             "eval_long.py and analyze_attention.py evaluate")
     if name == 'gpt2':
         ranks = tiktoken.load.load_tiktoken_bpe(os.path.join(ASSETS, 'gpt2.tiktoken'), expected_hash=GPT2_SHA256)
         return tiktoken.Encoding(name='gpt2', pat_str=GPT2_PATTERN, mergeable_ranks=ranks,
                                  special_tokens={EOT: 50256}, explicit_n_vocab=50257)
-    return tiktoken.get_encoding(name)
+    try:
+        return tiktoken.get_encoding(name)
+    except Exception as e:  # an unknown name, or no network to download it
+        fail(f"tokenizer {name!r} is not available ({type(e).__name__}): use 'gpt2', which ships with the repo")
 
 
 # ---------------------------------------------------------------------------

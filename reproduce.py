@@ -12,8 +12,9 @@ one markdown table and the plots in results/.
 Recall track: the same variants, and RNoPE-SWA with a length-dependent NoPE temperature, trained on
 multi-query associative recall (config/recall.py) with `seeds` seeds each; accuracy at 1x to 16x the
 training length, heat maps of accuracy by depth, and the attention on the asked pair, in results/recall*.
-A run whose checkpoint has already finished is not trained again, and one whose evaluation exists is
-not evaluated again, so an interrupted run picks up where it stopped (delete out_root to start afresh).
+A run whose checkpoint has already finished is not trained again, one that stopped part way continues from
+its last checkpoint, and one whose evaluation exists is not evaluated again, so an interrupted run picks up
+where it stopped (delete out_root to start afresh).
 """
 
 import json
@@ -120,12 +121,13 @@ for name, s, run_name in runs:
         extra.append(f"--seed={1337 + s}")
     else:
         extra.append(f"--dataset={dataset}")
-    if not finished(out_dir, iters):
-        for f in ('ckpt.pt', 'metrics.jsonl', 'eval_long.json', 'attention.json'):  # start over
+    if not finished(out_dir, iters):  # never trained, or stopped part way: continue from its last checkpoint
+        for f in ('eval_long.json', 'attention.json'):
             if os.path.exists(os.path.join(out_dir, f)):
                 os.remove(os.path.join(out_dir, f))
-        times = {'train': run([python, 'train.py', config_file, f'--out_dir={out_dir}', f'--max_iters={iters}'] + extra,
-                              log_path)}
+        resume = ['--init_from=resume'] if os.path.exists(os.path.join(out_dir, 'ckpt.pt')) else []
+        times = {'train': run([python, 'train.py', config_file, f'--out_dir={out_dir}', f'--max_iters={iters}']
+                              + extra + resume, log_path)}
     if not os.path.exists(os.path.join(out_dir, 'eval_long.json')):
         times['eval'] = run([python, 'eval_long.py', f'--out_dir={out_dir}']
                             + ([f'--samples={eval_samples}'] if track == 'text' else [])

@@ -198,10 +198,26 @@ model_args = dict(n_layer=n_layer, n_head=n_head, n_kv_head=n_kv_head, n_embd=n_
 RESUMABLE_CHANGES = ('block_size', 'sliding_window', 'rope_theta', 'dropout')
 iter_num, best_val_loss, checkpoint = 0, float('inf'), None
 ckpt_path = os.path.join(out_dir, 'ckpt.pt')
+if os.path.exists(out_dir) and not os.path.isdir(out_dir):
+    fail(f"--out_dir={out_dir} is a file: give a directory (it is made if missing)")
+if os.path.exists(ckpt_path) and not os.path.isfile(ckpt_path):
+    fail(f"{ckpt_path} is not a file: remove it, or set another --out_dir")
+if init_from == 'scratch' and os.path.exists(ckpt_path):  # never overwrite a model this run did not make
+    try:
+        old = torch.load(ckpt_path, map_location='cpu', weights_only=True)
+        what = f"a model at iteration {old['iter_num']}, val loss {old['best_val_loss']:.4f}"
+    except Exception:
+        what = "not a checkpoint train.py wrote"
+    fail(f"{ckpt_path} already exists ({what}): continue it with --init_from=resume, train in another "
+         f"--out_dir, or remove it to start afresh")
 if init_from == 'resume':
     if not os.path.exists(ckpt_path):
         fail(f"no checkpoint at {ckpt_path} to resume: train one first, or set --out_dir")
     checkpoint = load_model(out_dir)[1]  # the settings, weights and state; the model is rebuilt below
+    lacking = [k for k in ('optimizer', 'iter_num', 'best_val_loss', 'rng') if k not in checkpoint]
+    if lacking:
+        fail(f"{ckpt_path} holds weights but no training state ({', '.join(lacking)}): it can be sampled and "
+             f"evaluated, not resumed; train from scratch in another --out_dir")
     for k in model_args:
         saved = checkpoint['model_args'][k]
         if model_args[k] != saved:
@@ -211,7 +227,7 @@ if init_from == 'resume':
             if model_args[k] is not None:
                 log(f"resume: keeping the checkpoint's {k}={saved!r} (asked for {model_args[k]!r})")
         model_args[k] = saved
-    if checkpoint['config']['dataset'] != dataset:
+    if checkpoint['config'].get('dataset', dataset) != dataset:
         log(f"resume: dataset {checkpoint['config']['dataset']} -> {dataset}")
     iter_num, best_val_loss = checkpoint['iter_num'], checkpoint['best_val_loss']
 elif init_from != 'scratch':
@@ -226,11 +242,15 @@ if checkpoint is not None:
 optimizer = model.configure_optimizers(weight_decay, learning_rate, (beta1, beta2), device_type)
 data_rng = np.random.default_rng(seed)  # the same on every process: all draw the global batch, each takes its part
 if checkpoint is not None:
-    optimizer.load_state_dict(checkpoint['optimizer'])
-    data_rng.bit_generator.state = checkpoint['rng']['data']
-    torch.set_rng_state(checkpoint['rng']['torch'].cpu())
-    if device_type == 'cuda' and checkpoint['rng'].get('cuda') is not None:
-        torch.cuda.set_rng_state(checkpoint['rng']['cuda'].cpu())
+    try:
+        optimizer.load_state_dict(checkpoint['optimizer'])
+        data_rng.bit_generator.state = checkpoint['rng']['data']
+        torch.set_rng_state(checkpoint['rng']['torch'].cpu())
+        if device_type == 'cuda' and checkpoint['rng'].get('cuda') is not None:
+            torch.cuda.set_rng_state(checkpoint['rng']['cuda'].cpu())
+    except (KeyError, TypeError, ValueError, RuntimeError) as e:
+        fail(f"{ckpt_path}'s training state does not restore ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}): "
+             f"train from scratch in another --out_dir")
 checkpoint = None  # free the memory
 scaler = torch.amp.GradScaler(enabled=(ptdtype == torch.float16))
 raw_model = model  # the uncompiled, unwrapped module: what checkpoints store
@@ -291,9 +311,22 @@ def save_checkpoint():
 
 # -----------------------------------------------------------------------------
 # the training loop
+# metrics.jsonl holds each iteration once: a run from scratch starts it afresh; a resumed run first drops the
+# lines past its checkpoint (logged by the run that stopped after it) and logs those iterations again
+resumed_at = iter_num if init_from == 'resume' else None
 if master:
     os.makedirs(out_dir, exist_ok=True)
-    metrics = open(os.path.join(out_dir, 'metrics.jsonl'), 'a')
+    metrics_path = os.path.join(out_dir, 'metrics.jsonl')
+    kept = []
+    if resumed_at is not None and os.path.exists(metrics_path):
+        for line in open(metrics_path):
+            try:
+                if json.loads(line)['iter'] <= resumed_at:
+                    kept.append(line if line.endswith('\n') else line + '\n')
+            except (ValueError, KeyError, TypeError):
+                pass  # a line cut short by a kill
+    write_atomic(metrics_path, lambda tmp: open(tmp, 'w').writelines(kept))
+    metrics = open(metrics_path, 'a')
 log(f"{sum(p.numel() for p in raw_model.parameters()) / 1e6:.2f}M parameters, layers {gptconf.layer_kinds()}, window {gptconf.sliding_window}, "
     f"context {block_size}; {world} x {device} in {str(ptdtype)[6:]}; peak {peak_flops / 1e9:.0f} GFLOP/s (for MFU)")
 bar = tqdm(total=max_iters, initial=iter_num, disable=None if master else True, unit='it', dynamic_ncols=True)
@@ -312,7 +345,7 @@ while True:
     lr = get_lr(iter_num)
     for group in optimizer.param_groups:
         group['lr'] = lr
-    if master and (iter_num % eval_interval == 0 or iter_num == max_iters):
+    if master and (iter_num % eval_interval == 0 or iter_num == max_iters) and iter_num != resumed_at:  # (done before the checkpoint)
         t_eval = time.time()
         losses = estimate_loss(T, B)
         best_val_loss = min(best_val_loss, losses['val'])
