@@ -628,48 +628,47 @@ LOSS_CHUNK = 2 ** 25  # logits per chunk: 128 MiB in float32 (667 tokens of GPT-
 
 class ChunkedCrossEntropy(torch.autograd.Function):
     """Mean cross-entropy of the logits h @ weight^T against targets (-1 = no target), computed LOSS_CHUNK
-    logits at a time. The forward pass also computes both gradients, chunk by chunk, and keeps only them:
-    they are the size of h (N, C) and of weight (V, C), never N x V. So memory no longer grows with
-    tokens x vocabulary, and the work is that of the plain loss (each chunk's logits made once, used for
-    the loss and the gradients). h (N, C), weight (V, C), targets (N,) -> a scalar."""
+    logits at a time, and only for the rows that have a target: a retrieval sequence scored on its answers
+    alone costs the output layer a few rows, not all of them. The forward pass also computes both gradients,
+    chunk by chunk, and keeps only them: they are the size of h (N, C) and of weight (V, C), never N x V. So
+    memory no longer grows with tokens x vocabulary, and the work is that of the plain loss (each chunk's
+    logits made once, used for the loss and the gradients). h (N, C), weight (V, C), targets (N,) -> a scalar."""
 
     @staticmethod
     def forward(ctx, h, weight, targets):
-        N, V = h.size(0), weight.size(0)
+        rows = (targets >= 0).nonzero().squeeze(1)  # the scored rows (on a GPU, the one sync of the loss)
+        N, V = len(rows), weight.size(0)
         chunk = max(1, LOSS_CHUNK // V)
         needs_grad = ctx.needs_input_grad[0] or ctx.needs_input_grad[1]
         # under autocast (bf16 on a GPU) the matmuls run in that type, and everything is summed in float32
         dev = h.device.type
         dtype = torch.get_autocast_dtype(dev) if torch.is_autocast_enabled(dev) else weight.dtype
         loss = torch.zeros((), device=h.device)
-        grad_h = torch.empty_like(h) if needs_grad else None
+        grad_h = torch.zeros_like(h) if needs_grad else None  # unscored rows get no gradient
         grad_w = torch.zeros(weight.shape, device=weight.device) if needs_grad else None
         # two (chunk, V) buffers, made once and reused by every chunk: the logits, then their softmax
         logits_buf = h.new_empty(min(chunk, N), V, dtype=dtype)
         probs_buf = h.new_empty(min(chunk, N), V, dtype=torch.float32)
         with torch.autocast(dev, enabled=False):
             w = weight.to(dtype)
-            for s in range(0, N, chunk):
-                t = targets[s:s + chunk]
-                c = len(t)
-                scored = (t >= 0)[:, None]                                  # (c, 1): rows with a target
-                hc = h[s:s + chunk].to(dtype) * scored                      # a zero row adds nothing to grad_w
-                t = t.clamp(min=0)
+            for r in rows.split(chunk):
+                c, t = len(r), targets[r]
+                hc = h[r].to(dtype)                                         # (c, C)
                 logits = torch.mm(hc, w.t(), out=logits_buf[:c])            # (c, V): the only logits alive
                 p = torch.softmax(logits, dim=-1, dtype=torch.float32, out=probs_buf[:c])
                 # loss = logsumexp - the target's logit. The largest probability is exp(max - logsumexp), so
                 # logsumexp = max - log(largest probability): two cheap row maxima instead of a log-softmax pass
                 # and an exp pass over the (c, V) logits, and no underflow (that probability is at least 1/V)
                 lse = logits.amax(1).float() - p.amax(1).log()              # (c,)
-                loss += ((lse - logits.gather(1, t[:, None]).squeeze(1).float()) * scored.squeeze(1)).sum()
+                loss += (lse - logits.gather(1, t[:, None]).squeeze(1).float()).sum()
                 if needs_grad:  # d loss / d logits = softmax - one_hot(target); the mean's 1/N comes in backward
                     p[torch.arange(c, device=t.device), t] -= 1             # in place: p becomes that gradient
-                    grad_h[s:s + chunk] = (p.to(dtype) @ w) * scored        # (c, C)
+                    grad_h[r] = (p.to(dtype) @ w).to(h.dtype)               # (c, C)
                     if dtype == grad_w.dtype:
                         grad_w.addmm_(p.t(), hc)                            # (V, C), summed in place
                     else:
                         grad_w += (p.t().to(dtype) @ hc).float()
-        n = (targets >= 0).sum().clamp(min=1)  # the mean is over scored positions (a tensor: no GPU sync)
+        n = torch.tensor(max(N, 1), device=h.device)  # the mean is over scored positions
         ctx.save_for_backward(grad_h, grad_w, n)
         ctx.weight_dtype = weight.dtype
         return loss / n

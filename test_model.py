@@ -10,6 +10,7 @@ import os
 import pytest
 import torch
 import torch.nn.functional as F
+from torch.utils.flop_counter import FlopCounterMode
 
 from model import (GPT, ChunkedCrossEntropy, GPTConfig, KVCache, attend, compiled_decode_step, mm_as_reduction,
                    reference_attention, sliding_window_blocked, sliding_window_flex, visible)
@@ -370,12 +371,25 @@ def test_nope_temperature_off_is_the_identity_and_on_touches_only_nope_layers():
 
 # --- the loss without the full logits --------------------------------------------------
 
-def test_chunked_loss_and_gradients_equal_the_plain_ones(monkeypatch):
+@pytest.mark.parametrize('scored', ['all but 7', 'answers only'])
+def test_chunked_loss_and_gradients_equal_the_plain_ones(scored, monkeypatch):
+    """Ignored targets (-1) are left out, as F.cross_entropy's ignore_index does; with only a few rows scored
+    (a retrieval sequence's answers) the output layer is computed for those rows alone, with the same loss
+    and gradients."""
     import model as model_module
     monkeypatch.setattr(model_module, 'LOSS_CHUNK', V * 16)  # 16 tokens per chunk: 6 chunks of 90 tokens
     model = make('SSSN').train()
     idx, targets = tokens(45), tokens(45, seed=2)
-    targets[0, :7] = -1  # ignored targets are left out, as F.cross_entropy's ignore_index does
+    if scored == 'all but 7':
+        targets[0, :7] = -1
+    else:
+        keep = torch.zeros_like(targets, dtype=torch.bool)
+        keep[0, [3, 4, 40]], keep[1, [15, 16, 17, 44]] = True, True  # 7 rows, across chunk boundaries
+        targets[~keep] = -1
+        h = model.hidden(idx).flatten(0, 1).detach()
+        with FlopCounterMode(display=False) as flops:
+            ChunkedCrossEntropy.apply(h, model.lm_head.weight.detach(), targets.flatten())
+        assert flops.get_total_flops() == 2 * 7 * V * h.size(1)  # the logits of the 7 scored rows, no others
     loss = model(idx, targets)[1]
     grads = torch.autograd.grad(loss, list(model.parameters()))
     logits = model(idx)[0]
