@@ -89,7 +89,7 @@ def test_a_trained_checkpoint_exports_and_continues_as_sample_py_does(trained, t
 @pytest.mark.parametrize('case', ['missing', 'qk_norm', 'nope_temperature', 'not_empty'])
 def test_export_bad_input_is_one_line(case, tmp_path):
     if case in ('qk_norm', 'nope_temperature'):
-        cfg = GPTConfig(block_size=32, vocab_size=97, n_layer=2, n_head=2, n_embd=16, layer_pattern='SN',
+        cfg = GPTConfig(block_size=32, vocab_size=50304, n_layer=2, n_head=2, n_embd=16, layer_pattern='SN',
                         **({'qk_norm': True} if case == 'qk_norm' else {'nope_temperature': 0.1}))
         torch.save(dict(model=GPT(cfg).state_dict(), model_args=vars(cfg), tokenizer='gpt2'), tmp_path / 'ckpt.pt')
     if case == 'not_empty':
