@@ -14,7 +14,7 @@ A config file may begin with include('other.py') (relative to itself) and then s
 A numeric setting declares its valid range once, as its annotation, in interval notation:
 
     batch_size: '[1, inf)' = 2        # at least 1
-    retrieval_rate: '[0, 1]' = 0.1    # between 0 and 1, both included
+    dropout: '[0, 1)' = 0.0           # from 0 included to 1 excluded
     learning_rate: '(0, inf)' = 2e-3  # above 0
 
 A tuple's every element must lie in the range; None is always allowed. Any mistake (an unknown setting,
@@ -164,10 +164,29 @@ def load_model(out_dir, device='cpu', dtype=None):
         fail(f"--out_dir={out_dir} is a file: give the directory that holds ckpt.pt")
     if not os.path.exists(path):
         fail(f"no checkpoint at {path}: train one (python train.py config/hybrid_tiny.py) or set --out_dir")
+    if not os.path.isfile(path):
+        fail(f"{path} is not a file: remove it, or set --out_dir")
     try:
         return GPT.from_checkpoint(path, device, dtype)
     except ValueError as e:
         fail(str(e))
+
+
+def flops_per_token(model, T):
+    """Training FLOPs (forward + backward = 3x forward) per token of model.GPT `model` at context length T: MFU's
+    numerator, beside matmul_peak_flops. Matmuls: 2 FLOPs per weight per token forward, so 6N in all; the tied
+    embedding matrix counts once, as the lm_head matmul (the embedding lookup itself is free). Attention: q.k and
+    att.v cost 4 * hd FLOPs per (query head, visible key) pair forward, so 12 * nh * hd per pair in all. Only
+    visible keys count: on average (T+1)/2 for a causal layer, fewer under a window W. GQA shrinks N (smaller k
+    and v projections) but not the attention term."""
+    cfg = model.config
+    N = sum(p.numel() for p in model.parameters() if p.dim() == 2)
+    hd = cfg.n_embd // cfg.n_head
+    full_keys = (T + 1) / 2
+    W = min(cfg.sliding_window, T)
+    window_keys = (W * (W + 1) / 2 + (T - W) * W) / T  # mean over i of min(i + 1, W)
+    keys = sum(window_keys if kind == 'S' else full_keys for kind in cfg.layer_kinds())
+    return 6 * N + 12 * cfg.n_head * hd * keys
 
 
 def matmul_peak_flops(device, dtype, n=2048, repeat=10):

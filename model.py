@@ -16,9 +16,7 @@ Shapes used in the comments: B batch, T sequence length, C n_embd, nh query head
 nkv key/value heads (grouped-query attention), hd head dim = C // nh, W window.
 """
 
-import inspect
 import math
-import os
 from dataclasses import dataclass, fields
 from functools import lru_cache
 
@@ -53,8 +51,7 @@ class GPTConfig:
     def __post_init__(self):
         if self.n_kv_head is None:
             self.n_kv_head = self.n_head
-        bad = sorted(set(self.layer_pattern) - set('RSN'))
-        if not self.layer_pattern or bad:
+        if not self.layer_pattern or set(self.layer_pattern) - set('RSN'):
             raise ValueError(f"layer_pattern={self.layer_pattern!r} is invalid: use the letters R (RoPE, full), "
                              f"S (RoPE, sliding window) and N (NoPE, full), e.g. 'SSSN'")
         if self.n_embd % self.n_head or (self.n_embd // self.n_head) % 2:
@@ -76,10 +73,9 @@ class GPTConfig:
 
 # -----------------------------------------------------------------------------
 # Rotary position embedding (RoPE)
-# Each pair of channels (x[i], x[i + hd/2]) of q and k is rotated by the angle
-# pos * theta^(-2i/hd). The dot product of a rotated q at position m and a rotated
-# k at position n then depends only on m - n: attention sees relative positions.
-# Low i rotate fast (local detail); high i rotate slowly (long range, and poorly
+# Each pair of channels (x[i], x[i + hd/2]) of q and k is rotated by the angle pos * theta^(-2i/hd). The dot
+# product of a rotated q at position m and a rotated k at position n then depends only on m - n: attention sees
+# relative positions. Low i rotate fast (local detail); high i rotate slowly (long range, and poorly
 # trained beyond the training length, one reason RoPE extrapolates badly).
 
 def rope_tables(positions, head_dim, theta):
@@ -98,11 +94,10 @@ def apply_rope(x, cos, sin):
 
 # -----------------------------------------------------------------------------
 # Attention, by definition
-# A query at absolute position i sees the key at position j when j <= i (causal) and, in a
-# window of W, when i - W < j. Masks are described by these positions, never stored as T x T
-# matrices on the hot paths. This rule and the explicit softmax below are the whole semantics;
-# everything in the last part of the file is a faster way of computing the same thing, and the
-# tests hold each of those paths to reference_attention.
+# A query at absolute position i sees the key at position j when j <= i (causal) and, in a window of W, when
+# i - W < j. Masks are described by these positions, never stored as T x T matrices on the hot paths. This rule
+# and the explicit softmax below are the whole semantics; everything in the last part of the file is a faster way
+# of computing the same thing, and the tests hold each of those paths to reference_attention.
 
 def visible(q_pos, k_pos, window):
     """Boolean mask (Tq, Tk): True where the query may attend to the key. Empty slots have k_pos = -1."""
@@ -130,15 +125,9 @@ def reference_attention(q, k, v, mask):
 # -----------------------------------------------------------------------------
 # The transformer
 
-class RMSNorm(nn.Module):
-    """x / rms(x) * gain. Cheaper than LayerNorm (no mean, no bias) and as good in practice."""
-
-    def __init__(self, dim):
-        super().__init__()
-        self.weight = nn.Parameter(torch.ones(dim))
-
-    def forward(self, x):
-        return F.rms_norm(x, (x.size(-1),), self.weight, eps=1e-6)
+def RMSNorm(dim):
+    """x / rms(x) * gain (a learned gain per channel, from 1). Cheaper than LayerNorm (no mean, no bias), as good."""
+    return nn.RMSNorm(dim, eps=1e-6)
 
 
 class CausalSelfAttention(nn.Module):
@@ -242,14 +231,13 @@ class GPT(nn.Module):
         self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
         self.transformer.wte.weight = self.lm_head.weight  # tied: saves V x C parameters, trains as well at this scale
         self.rope_cache = (0, None, None)  # (length, cos, sin), grown on demand for any T
-        # Initialisation. Linear layers: std 1/sqrt(3 fan_in), the scale of PyTorch's default init, so
-        # that every layer's output starts at the size of its input whatever the width. Token embeddings:
-        # unit scale, N(0, 1), so that each position's own token dominates the residual stream until the
-        # layers have learnt something worth adding. (With GPT-2's 0.02 everywhere, the first attention
-        # layer's average over the context swamped each token's identity, and a 4-layer model never learnt
-        # associative recall in 15,000 steps; with this init it does in about 1,000. results/recall_pilots.md.)
-        # The embedding matrix is also the output layer, so the final norm's gain starts at 1/sqrt(C):
-        # the first logits are then of unit scale instead of sqrt(C).
+        # Initialisation. Linear layers: std 1/sqrt(3 fan_in), the scale of PyTorch's default init, so that every
+        # layer's output starts at the size of its input whatever the width. Token embeddings: unit scale, N(0, 1), so
+        # that each position's own token dominates the residual stream until the layers have learnt something worth
+        # adding. (With GPT-2's 0.02 everywhere, the first attention layer's average over the context swamped each
+        # token's identity, and a 4-layer model never learnt associative recall in 15,000 steps; with this init it
+        # does in about 1,000. results/recall_pilots.md.) The embedding matrix is also the output layer, so the final
+        # norm's gain starts at 1/sqrt(C): the first logits are then of unit scale instead of sqrt(C).
         self.apply(self._init_weights)
         torch.nn.init.normal_(self.transformer.wte.weight, mean=0.0, std=1.0)
         torch.nn.init.constant_(self.transformer.ln_f.weight, config.n_embd ** -0.5)
@@ -267,44 +255,35 @@ class GPT(nn.Module):
 
     @classmethod
     def from_checkpoint(cls, path, device='cpu', dtype=None):
-        """(model in eval mode on device, in dtype if given, the checkpoint dict) from train.py's ckpt.pt: a dict
-        with 'model' (the state_dict) and 'model_args' (GPTConfig's settings). Checked as it is read: anything
-        else raises ValueError, one line naming the file, what is wrong and the fix. weights_only=True:
-        unpickling may build tensors and plain values only, never run code."""
+        """(model in eval mode on device, in dtype if given, the checkpoint dict) from train.py's ckpt.pt. Anything else
+        raises ValueError: one line naming the file, what is wrong and the fix. weights_only=True: unpickling may
+        build tensors and plain values only, never run code."""
         def refuse(problem):
             return ValueError(f"{path} is not loaded: {problem}")
-        if not os.path.isfile(path):
-            raise refuse("it is not a file")
         try:
             ckpt = torch.load(path, map_location='cpu', weights_only=True)
-        except Exception as e:  # text, a truncated file, a pickle that would run code, ...
-            raise refuse(f"not a checkpoint of tensors and plain values ({(str(e).strip() or type(e).__name__).splitlines()[0]})")
-        if isinstance(ckpt, dict) and ckpt and all(isinstance(v, torch.Tensor) for v in ckpt.values()):
-            raise refuse("it holds a bare state_dict; a checkpoint is dict(model=model.state_dict(), "
-                         "model_args=dataclasses.asdict(model.config)), which train.py writes")
-        if not (isinstance(ckpt, dict) and isinstance(ckpt.get('model'), dict) and isinstance(ckpt.get('model_args'), dict)):
-            raise refuse("a checkpoint is a dict with 'model' (the state_dict) and 'model_args' (GPTConfig's settings), "
-                         "as train.py writes it")
-        unknown = sorted(set(ckpt['model_args']) - {f.name for f in fields(GPTConfig)})
+        except Exception as e:  # a folder, text, a truncated file, a pickle that would run code...
+            raise refuse(f"not a checkpoint of tensors and plain values ({(str(e) or type(e).__name__).splitlines()[0]})")
+        args, state = (ckpt.get(k) if isinstance(ckpt, dict) else None for k in ('model_args', 'model'))
+        if not isinstance(args, dict) or not isinstance(state, dict):
+            bare = isinstance(ckpt, dict) and ckpt and all(isinstance(v, torch.Tensor) for v in ckpt.values())
+            raise refuse(("it holds a bare state_dict; " if bare else "") + "a checkpoint is dict(model=model."
+                         "state_dict(), model_args=dataclasses.asdict(model.config)), as train.py writes it")
+        unknown = sorted(map(str, set(args) - {f.name for f in fields(GPTConfig)}))
         if unknown:
-            raise refuse(f"settings this model.py does not know ({', '.join(map(str, unknown))}), from a newer version "
-                         f"of it: update the code")
+            raise refuse(f"settings this model.py does not know ({', '.join(unknown)}), from a newer version: update it")
         try:
-            model = cls(GPTConfig(**ckpt['model_args']))
+            model = cls(GPTConfig(**args))
         except (TypeError, ValueError, ArithmeticError) as e:
             raise refuse(f"its model_args do not make a model ({e})")
-        # a compiled or DDP-wrapped model's state_dict has its names prefixed: take them as the plain names
-        state = {k.removeprefix('_orig_mod.').removeprefix('module.'): v for k, v in ckpt['model'].items()}
+        state = {k.removeprefix('_orig_mod.').removeprefix('module.'): v for k, v in state.items()}  # compiled, DDP
         want = model.state_dict()
-        odd = sorted(set(want) ^ set(state))
-        if odd:
-            raise refuse(f"{'no' if odd[0] in want else 'an unexpected'} tensor {odd[0]}: the weights are not those "
-                         f"of the model its model_args describe")
-        for name, t in state.items():
-            if not isinstance(t, torch.Tensor) or t.shape != want[name].shape:
-                raise refuse(f"{name} has shape {tuple(getattr(t, 'shape', ()))} but its model_args make "
-                             f"{tuple(want[name].shape)}: the settings do not match the weights")
-            if t.is_floating_point() and not torch.isfinite(t).all():
+        shape = lambda t: f"shape {tuple(t.shape)}" if isinstance(t, torch.Tensor) else 'none'
+        for name in sorted(set(want) | set(state)):
+            if shape(state.get(name)) != shape(want.get(name)):
+                raise refuse(f"tensor {name}: the checkpoint holds {shape(state.get(name))}, its model_args make "
+                             f"{shape(want.get(name))}; the settings do not match the weights")
+            if state[name].is_floating_point() and not torch.isfinite(state[name]).all():
                 raise refuse(f"{name} holds non-finite values (nan or inf): the run diverged; use an earlier checkpoint")
         model.load_state_dict(state)
         ckpt.setdefault('config', {})  # train.py's settings and tokenizer; one made by hand may lack them
@@ -344,16 +323,14 @@ class GPT(nn.Module):
         return self.transformer.ln_f(x)
 
     def decode_step(self, idx, pos, cache, head):
-        """One token per sequence through every layer, as generation runs: idx (B, 1) at position pos, a (1,)
-        tensor -> logits (B, vocab). Its tensors have the same shapes at every position (whole cache buffers
-        masked by position, the RoPE table indexed by a tensor), so torch.compile takes it once. The caller
-        advances pos and the caches' `seen`. head: the output matrix (vocab, C), stored as suits the path
-        (GPT.stream)."""
+        """One token per sequence through every layer: idx (B, 1) at position pos, a (1,) tensor -> logits (B, vocab).
+        Its shapes are the same at every position (whole cache buffers masked by position, the RoPE table indexed
+        by a tensor), so torch.compile takes it once. The caller advances pos and the caches' `seen`. head: the
+        output matrix (vocab, C), stored as suits the path (GPT.stream)."""
         return F.linear(self.hidden(idx, cache, pos)[:, -1], head).float()
 
     def forward(self, idx, targets=None):
-        """idx (B, T) token ids, any T (block_size is not a limit).
-        Without targets: (logits (B, T, vocab_size), None).
+        """idx (B, T) token ids, any T (block_size is not a limit). Without targets: (logits (B, T, vocab), None).
         With targets (B, T), -1 = ignored: (None, the mean cross-entropy). Only the loss: the logits of a
         training batch (2 x 2048 tokens x 50k vocabulary = 0.8 GB in float32) are never made in full."""
         h = self.hidden(idx)
@@ -372,11 +349,10 @@ class GPT(nn.Module):
 
     @torch.no_grad()
     def stream(self, idx, max_new_tokens, temperature=1.0, top_k=None, prefill_chunk=1024, cache=None, compile=False):
-        """Continue idx (B, T) by max_new_tokens, yielding each new token (B, 1) as it is chosen.
-        The whole context stays visible (never cropped). The prompt is prefilled `prefill_chunk`
-        tokens at a time, so activations stay bounded for prompts of any length; then one token
-        per step through the KV cache (decode_step; compiled once with compile=True).
-        temperature=0 means greedy (argmax)."""
+        """Continue idx (B, T) by max_new_tokens, yielding each new token (B, 1) as it is chosen. The whole context
+        stays visible (never cropped). The prompt is prefilled `prefill_chunk` tokens at a time, so activations stay
+        bounded for prompts of any length; then one token per step through the KV cache (decode_step; compiled
+        once with compile=True). temperature=0 means greedy (argmax)."""
         if cache is None:
             cache = self.new_cache(idx.size(0), idx.size(1) + max_new_tokens, self.lm_head.weight.dtype, idx.device)
         for c in cache:  # the last new token is returned, never cached
@@ -415,31 +391,14 @@ class GPT(nn.Module):
                                             compile=compile)], dim=1)
 
     # -------------------------------------------------------------------------
-    # Training helpers, in nanoGPT's manner
+    # Training helper, in nanoGPT's manner (the FLOPs behind MFU: configurator.flops_per_token)
 
     def configure_optimizers(self, weight_decay, learning_rate, betas, device_type):
         """AdamW; weight decay on matrices only (norm gains are not decayed)."""
         params = [p for p in self.parameters() if p.requires_grad]
         groups = [{'params': [p for p in params if p.dim() >= 2], 'weight_decay': weight_decay},
                   {'params': [p for p in params if p.dim() < 2], 'weight_decay': 0.0}]
-        use_fused = device_type == 'cuda' and 'fused' in inspect.signature(torch.optim.AdamW).parameters
-        return torch.optim.AdamW(groups, lr=learning_rate, betas=betas, **({'fused': True} if use_fused else {}))
-
-    def flops_per_token(self, T):
-        """Training FLOPs (forward + backward = 3x forward) per token at context length T.
-        Matmuls: 2 FLOPs per weight per token forward, so 6N in all; the tied embedding matrix counts
-        once, as the lm_head matmul (the embedding lookup itself is free). Attention: q.k and att.v
-        cost 4 * hd FLOPs per (query head, visible key) pair forward, so 12 * nh * hd per pair in all.
-        Only visible keys count: on average (T+1)/2 for a causal layer, fewer under a window W.
-        GQA shrinks N (smaller k and v projections) but not the attention term."""
-        cfg = self.config
-        N = sum(p.numel() for p in self.parameters() if p.dim() == 2)
-        hd = cfg.n_embd // cfg.n_head
-        full_keys = (T + 1) / 2
-        W = min(cfg.sliding_window, T)
-        window_keys = (W * (W + 1) / 2 + (T - W) * W) / T  # mean over i of min(i + 1, W)
-        keys = sum(window_keys if kind == 'S' else full_keys for kind in cfg.layer_kinds())
-        return 6 * N + 12 * cfg.n_head * hd * keys
+        return torch.optim.AdamW(groups, lr=learning_rate, betas=betas, fused=device_type == 'cuda')
 
 
 # =============================================================================
@@ -532,13 +491,12 @@ def sliding_window_flex(q, k, v, window):
 
 
 class KVCache:
-    """Keys and values of one layer during generation, stored as a ring buffer:
-    the token at position p lives in slot p % capacity. Full-attention layers (window None) get
-    a capacity of the whole sequence, so nothing is ever overwritten; 'S' layers get capacity W,
-    so their memory stays W tokens however long the context grows.
-    Once a ring has wrapped, its keys are not in position order. That is fine: attention is a
-    weighted sum over a set of keys, each key carries its position (RoPE is applied before it is
-    cached, and the mask is computed from self.pos), so the order of the slots changes nothing."""
+    """Keys and values of one layer during generation, stored as a ring buffer: the token at position p lives in slot
+    p % capacity. Full-attention layers (window None) get a capacity of the whole sequence, so nothing is ever
+    overwritten; 'S' layers get capacity W, so their memory stays W tokens however long the context grows. Once a ring
+    has wrapped, its keys are not in position order. That is fine: attention is a weighted sum over a set of keys,
+    each key carries its position (RoPE is applied before it is cached, and the mask is computed from self.pos), so
+    the order of the slots changes nothing."""
 
     def __init__(self, batch, n_kv_head, head_dim, capacity, dtype, device, window=None):
         self.window = window  # None: a full-attention layer, which must never overwrite

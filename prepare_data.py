@@ -58,59 +58,100 @@ def get_tokenizer(name='gpt2'):
 
 # ---------------------------------------------------------------------------
 # Long-context augmentation: synthetic retrieval sequences.
-# Real text with one "needle" fact hidden at a random depth, and a question about it at the
-# end, answered. Two formats, both the ones long-context evaluations use: the passkey of
-# landmark attention and the "special magic number" of RULER. Mixed into training (train.py,
-# retrieval_rate), they give the model a reason to look far back, which plain text rarely does.
-TEMPLATES = {
-    'passkey': dict(needle="The pass key is {value}. Remember it. {value} is the pass key.",
-                    question="What is the pass key? The pass key is",
-                    answer=" {value}."),
-    'magic_number': dict(needle="One of the special magic numbers for {key} is: {value}.",
-                         question="What is the special magic number for {key} mentioned in the provided text? "
-                                  "The special magic number for {key} mentioned in the provided text is",
-                         answer=" {value}."),
+# Real text with "needles" hidden in it, each a sentence that gives a number (the value) for a key, then a
+# question for each needle, answered. Plain text rarely rewards looking far back; these sequences do. Only
+# the answers are scored, so they cost the layers but hardly the output layer (model.ChunkedCrossEntropy).
+# The training formats say the same thing in different words, so that what is learnt is to find the asked
+# key's sentence and copy its number, not one template. eval_long.py asks in two of them (passkey, from
+# landmark attention, and RULER's magic_number) and in HELD_OUT_FORMAT, whose words and keys training never
+# uses: retrieval that generalises, told apart from a memorised template.
+NEEDLE_FORMATS = {  # name: (needle, question); the answer is always " {value}."; {noun} is one of NOUNS
+    'passkey': ("The pass key is {value}. Remember it. {value} is the pass key.",
+                "What is the pass key? The pass key is"),
+    'magic_number': ("One of the special magic numbers for {key} is: {value}.",
+                     "What is the special magic number for {key} mentioned in the provided text? "
+                     "The special magic number for {key} mentioned in the provided text is"),
+    'of': ("The {noun} of {key} is {value}.",
+           "What is the {noun} of {key}? The {noun} of {key} is"),
+    'possessive': ("Note that {key}'s {noun} is {value}.",
+                   "What is {key}'s {noun}? {key}'s {noun} is"),
+    'remember': ("Remember: the {noun} of {key} is {value}.",
+                 "Which {noun} belongs to {key}? The {noun} of {key} is"),
+    'room': ("Room {key} has the number {value}.",
+             "What number does room {key} have? Room {key} has the number"),
+    'born': ("{key} was born in the year {value}.",
+             "In which year was {key} born? {key} was born in the year"),
+    'ledger': ("In the ledger, {key} owes {value} crowns.",
+               "How many crowns does {key} owe in the ledger? {key} owes"),
+    'list': ("{key}: {value}.",
+             "{key}:"),
 }
+NOUNS = ('secret code', 'account number', 'PIN', 'ticket serial', 'locker number', 'house number', 'badge number',
+         'order number', 'seat number', 'postal code', 'passport number', 'gate code', 'phone extension', 'berth')
 KEY_WORDS = ('amber', 'brisk', 'cobalt', 'dapper', 'ember', 'fable', 'gentle', 'harbor', 'ivory', 'jolly',
              'kindle', 'lantern', 'meadow', 'nimble', 'orchid', 'pebble', 'quiet', 'river', 'saffron', 'tundra')
+HELD_OUT_FORMAT = ("The vault combination for {key} is {value}.",
+                   "What is the vault combination for {key}? The vault combination for {key} is")
+HELD_OUT_NAMES = ('Rosalind', 'Quince', 'Bertram', 'Imogen', 'Perdita', 'Malvolio', 'Octavia', 'Benvolio',
+                  'Cordelia', 'Horatio')  # its keys are two of these: 'Imogen Quince'
 
 
-def retrieval_parts(rng, kind):
-    """The needle, question and answer strings of one random example of the given template."""
-    key = f"{rng.choice(KEY_WORDS)}-{rng.choice(KEY_WORDS)}"
-    value = str(rng.integers(10000, 100000) if kind == 'passkey' else rng.integers(1000000, 10000000))
-    return {part: text.format(key=key, value=value) for part, text in TEMPLATES[kind].items()}
+def random_key(rng):
+    """Two of KEY_WORDS, as 'amber-river', 'amber river' or 'Amber River'."""
+    a, b = rng.choice(KEY_WORDS, 2)
+    return [f"{a}-{b}", f"{a} {b}", f"{a.title()} {b.title()}"][rng.integers(3)]
 
 
-def retrieval_sequence(enc, filler, length, rng, needles=1):
-    """A training sequence of exactly `length` tokens: filler text (a window of the token array
-    `filler`) with needles at random depths, then the questions, each followed by its answer.
-    A passkey sequence has one needle; a magic-number one has 1 to `needles` of them, with different
-    keys, all asked for in random order: several retrievals per sequence, each among distractors.
-    Returns (tokens as int64 array, the answer strings in the order asked)."""
-    kind = rng.choice(list(TEMPLATES))
-    n = int(rng.integers(1, needles + 1)) if kind != 'passkey' and needles > 1 else 1
-    parts = []
-    while len(parts) < n:
-        p = retrieval_parts(rng, kind)
-        if all(p['question'] != q['question'] for q in parts):  # distinct keys: every question has one answer
-            parts.append(p)
-    needle_toks = [enc.encode_ordinary('\n' + p['needle'] + '\n') for p in parts]
-    qa_toks = [enc.encode_ordinary('\n' + p['question'] + p['answer'] + '\n') for p in parts]
-    while n > 1 and sum(map(len, needle_toks + qa_toks)) > length:  # keep as many needles as fit
-        n, needle_toks, qa_toks, parts = n - 1, needle_toks[:-1], qa_toks[:-1], parts[:-1]
-    order = rng.permutation(n) if n > 1 else [0]  # the questions come in a random order
-    tail = [t for i in order for t in qa_toks[i]]
-    n_fill = length - sum(map(len, needle_toks)) - len(tail)
-    if n_fill < 0 or len(filler) < n_fill:
-        raise ValueError(f"a retrieval sequence needs {length - n_fill} tokens plus filler; got length {length}")
+def retrieval_sequence(enc, filler, length, rng, needles=1, ends=0.2):
+    """A training sequence of exactly `length` tokens: a window of the token array `filler` with 1 to `needles`
+    needles in it, then a question for each, in a random order, each followed by its answer. The needles are
+    in random formats (at most one passkey, which has no key) with distinct keys and values of 5 to 7 digits;
+    each stands at a uniformly random depth, or with probability `ends` at the very start or the very end of
+    the filler, so that every distance is trained. A needle that does not fit beside the others is left out.
+    Returns (tokens (length,) int64, scored (length,) bool: True at the answers' tokens (the number and the
+    full stop that ends it), the only targets that are trained, and [(format, key, value, noun, position of the
+    needle's first token)] in the order asked)."""
+    parts, keys, n = [], set(), int(rng.integers(1, needles + 1))
+    size = lambda ps: sum(len(p['needle']) + len(p['question']) + len(p['answer']) for p in ps)
+    for _ in range(8 * n):  # draws; a needle that does not fit beside the ones drawn before is left out
+        name = list(NEEDLE_FORMATS)[rng.integers(len(NEEDLE_FORMATS))]
+        key = random_key(rng) if name != 'passkey' else None
+        digits = int(rng.integers(5, 8))
+        value = str(rng.integers(10 ** (digits - 1), 10 ** digits))
+        noun = NOUNS[rng.integers(len(NOUNS))]
+        needle, question = (t.format(key=key, value=value, noun=noun) for t in NEEDLE_FORMATS[name])
+        part = dict(name=name, key=key, value=value, noun=noun, needle=enc.encode_ordinary(' ' + needle),
+                    question=enc.encode_ordinary('\n' + question), answer=enc.encode_ordinary(f" {value}."))
+        if key not in keys and size(parts + [part]) <= length:  # distinct keys (one passkey at most): one answer each
+            parts.append(part)
+            keys.add(key)
+        if len(parts) == n:
+            break
+    n_fill = length - size(parts)
+    if not parts:
+        raise ValueError(f"a retrieval sequence of {length} tokens is too short for a needle and its question")
+    if len(filler) < n_fill:
+        raise ValueError(f"the text holds {len(filler)} tokens, too few for a retrieval sequence of {length}")
     start = int(rng.integers(0, len(filler) - n_fill + 1))
     text = np.asarray(filler[start:start + n_fill], dtype=np.int64)
-    cuts = np.sort(rng.integers(0, n_fill + 1, n))
-    pieces = [text[:cuts[0]]]
-    for i in range(n):
-        pieces += [np.asarray(needle_toks[i], dtype=np.int64), text[cuts[i]:cuts[i + 1] if i + 1 < n else n_fill]]
-    return np.concatenate(pieces + [np.asarray(tail, dtype=np.int64)]), [parts[i]['answer'] for i in order]
+    u = rng.random(len(parts))
+    cuts = np.where(u < ends / 2, 0, np.where(u < ends, n_fill, rng.integers(0, n_fill + 1, len(parts))))
+    order = np.argsort(cuts, kind='stable')
+    pieces, at, where = [], 0, {}
+    for i in order:
+        pieces.append(text[at:cuts[i]])
+        where[i] = sum(map(len, pieces))
+        pieces.append(np.asarray(parts[i]['needle'], dtype=np.int64))
+        at = cuts[i]
+    pieces.append(text[at:])
+    scored = [np.zeros(sum(map(len, pieces)), dtype=bool)]
+    asked = rng.permutation(len(parts))
+    for i in asked:
+        p = parts[i]
+        pieces += [np.asarray(p['question'] + p['answer'], dtype=np.int64)]
+        scored.append(np.r_[np.zeros(len(p['question']), dtype=bool), np.ones(len(p['answer']), dtype=bool)])
+    return (np.concatenate(pieces), np.concatenate(scored),
+            [(parts[i]['name'], parts[i]['key'], parts[i]['value'], parts[i]['noun'], where[i]) for i in asked])
 
 
 # ---------------------------------------------------------------------------

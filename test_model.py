@@ -15,7 +15,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from model import (GPT, ChunkedCrossEntropy, GPTConfig, KVCache, attend, compiled_decode_step, mm_as_reduction,
                    reference_attention, sliding_window_blocked, sliding_window_flex, visible)
 
-from configurator import configure, read_config
+from configurator import configure, flops_per_token, read_config
 from conftest import HERE, script_settings
 
 pytestmark = pytest.mark.filterwarnings('ignore:flex_attention called without torch.compile')  # eager on CPU
@@ -263,9 +263,9 @@ def test_flops_count_visible_pairs_and_gqa():
     pairs = sum(int(visible(pos, pos, cfg.sliding_window if k == 'S' else None).sum()) for k in cfg.layer_kinds())
     hd = cfg.n_embd // cfg.n_head
     N = sum(p.numel() for p in model.parameters() if p.dim() == 2)
-    assert model.flops_per_token(T) == pytest.approx(6 * N + 12 * cfg.n_head * hd * pairs / T)
-    assert make('SSSN', n_kv_head=1).flops_per_token(T) < model.flops_per_token(T)  # fewer k/v weights
-    assert make('R').flops_per_token(T) > model.flops_per_token(T)                  # no windows
+    assert flops_per_token(model, T) == pytest.approx(6 * N + 12 * cfg.n_head * hd * pairs / T)
+    assert flops_per_token(make('SSSN', n_kv_head=1), T) < flops_per_token(model, T)  # fewer k/v weights
+    assert flops_per_token(make('R'), T) > flops_per_token(model, T)                  # no windows
 
 
 def test_config_files_are_train_settings_and_build_models():

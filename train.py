@@ -30,7 +30,8 @@ import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel as DDP
 from tqdm import tqdm
 
-from configurator import configure, fail, keep_freed_memory, load_model, matmul_peak_flops, resolve_device, write_atomic
+from configurator import (configure, fail, flops_per_token, keep_freed_memory, load_model, matmul_peak_flops,
+                          resolve_device, write_atomic)
 from model import GPT, GPTConfig
 from prepare_data import DATA, RECALL_VOCAB, builtin_corpus, get_tokenizer, prepare, recall_batch, retrieval_sequence
 
@@ -50,11 +51,12 @@ recall_pairs: '[1, 64]' = 8               # dataset='recall': key-value pairs pe
 batch_size: '[1, inf)' = 2                # sequences per micro-batch, per process
 gradient_accumulation_steps: '[1, inf)' = 1  # micro-batches per optimizer step, over all processes together
 block_size: '[1, inf)' = 2048             # training context length
-stages = ()                               # ((from_iter, block_size, batch_size), ...): the context and micro-batch
-                                          # from each iteration on; () = one stage; the last context is the model's
-retrieval_rate: '[0, 1]' = 0.1            # fraction of training sequences that are synthetic retrieval examples,
-                                          # in the last (long-context) stage only: the earlier ones are plain text
-retrieval_needles: '[1, inf)' = 1         # up to this many magic-number needles per retrieval sequence, each asked for
+stages = ()                               # ((from_iter, block_size, batch_size[, retrieval_length, retrieval_batch]),
+                                          # ...): from each iteration on, the text's context and micro-batch, and the
+                                          # retrieval sequences trained beside them (prepare_data.retrieval_sequence:
+                                          # needles in text, only the answers scored); () = one stage of text
+retrieval_needles: '[1, inf)' = 4         # up to this many needles per retrieval sequence, each asked for
+retrieval_weight: '[0, inf)' = 1.0        # the answers' mean loss is added to the text's with this weight
 # model (see GPTConfig in model.py)
 n_layer: '[1, inf)' = 8
 n_head: '[1, inf)' = 4
@@ -112,20 +114,25 @@ if device_type == 'cuda':
     torch.backends.cuda.matmul.allow_tf32 = True
     torch.backends.cudnn.allow_tf32 = True
 
-# stages: the context and micro-batch of every iteration
+# stages: the text's context and micro-batch of every iteration, and the retrieval sequences' (0, 0: none)
 if stages:
-    if not all(type(s) is tuple and len(s) == 3 and all(type(v) is int and v > 0 for v in s[1:]) for s in stages) \
+    stages = tuple(s + (0, 0) if type(s) is tuple and len(s) == 3 else s for s in stages)
+    if not all(type(s) is tuple and len(s) == 5 and all(type(v) is int and v >= 0 for v in s) and s[1] > 0
+               and s[2] + s[4] > 0 and (s[3] > 0 or not s[4]) for s in stages) \
             or [s[0] for s in stages] != sorted({s[0] for s in stages}) or stages[0][0] != 0:
-        fail(f"stages={stages} must be ((0, block_size, batch_size), (from_iter, block_size, batch_size), ...) "
-             f"with increasing from_iter and positive sizes")
-    block_size = stages[-1][1]  # the model's training length
+        fail(f"stages={stages} must be ((0, block_size, batch_size[, retrieval_length, retrieval_batch]), "
+             f"(from_iter, ...), ...) with increasing from_iter, positive lengths and a sequence in every stage")
+    _, T_last, B_last, R_last, BR_last = stages[-1]
+    block_size = max(T_last if B_last else 0, R_last if BR_last else 0)  # the model's training length
 else:
-    stages = ((0, block_size, batch_size),)
+    stages = ((0, block_size, batch_size, 0, 0),)
+if dataset == 'recall' and any(s[4] for s in stages):
+    fail("dataset='recall' has no retrieval sequences of text: give stages of three numbers")
 
 
 def stage_at(it):
-    """(block_size, batch_size) of iteration it."""
-    return next((T, B) for start, T, B in reversed(stages) if it >= start)
+    """(block_size, batch_size, retrieval_length, retrieval_batch) of iteration it."""
+    return next(s[1:] for s in reversed(stages) if it >= s[0])
 
 
 def log(message):
@@ -135,12 +142,12 @@ def log(message):
 
 
 # -----------------------------------------------------------------------------
-# data: random windows of block_size + 1 tokens from the concatenated documents; during
-# training a fraction retrieval_rate are synthetic retrieval sequences (prepare_data.py)
+# data: random windows of block_size + 1 tokens from the concatenated documents, and beside them, where a stage
+# asks for them, synthetic retrieval sequences (prepare_data.py) whose only targets are the answers
 data_dir = os.path.join(DATA, dataset)
 if dataset == 'recall':
     meta = dict(vocab_size=RECALL_VOCAB, tokenizer=None)
-    if min(T for _, T, _ in stages) < 6:
+    if min(s[1] for s in stages) < 6:
         fail("a recall sequence needs at least 6 tokens (one pair): raise block_size")
 elif not os.path.exists(os.path.join(data_dir, 'meta.json')):
     if dataset != 'shakespeare':
@@ -154,7 +161,7 @@ if dataset != 'recall':
         meta = json.load(f)
     enc = get_tokenizer(meta['tokenizer'])
     for split in ('train', 'val'):
-        if meta[f'{split}_tokens'] <= max(T for _, T, _ in stages) + 1:
+        if meta[f'{split}_tokens'] <= max(max(s[1], s[3]) for s in stages) + 1:
             fail(f"{split}.bin of {dataset!r} holds {meta[f'{split}_tokens']} tokens, too few for block_size={block_size}")
 
 
@@ -168,24 +175,26 @@ def recall_pairs_at(T):
     return min(recall_pairs, (T - 2) // 4)
 
 
-def get_batch(split, n, rng, T, augment=False):
+def get_batch(split, n, rng, T):
     """n sequences (n, T) of inputs and targets, drawn with the numpy Generator rng."""
     if dataset == 'recall':  # fresh sequences every time: a fixed set would be memorised
         x, y, _ = recall_batch(rng, n, T, recall_pairs_at(T))
         return to_device(x), to_device(y)
     data = np.memmap(os.path.join(data_dir, f'{split}.bin'), dtype=np.uint16, mode='r')  # reopened each time: no leak
-    seqs = np.empty((n, T + 1), dtype=np.int64)
-    for i in range(n):
-        if augment and rng.random() < retrieval_rate:
-            try:
-                seqs[i] = retrieval_sequence(enc, data, T + 1, rng, retrieval_needles)[0]
-            except ValueError as e:
-                fail(f"{e}: raise block_size, or set --retrieval_rate=0")
-        else:
-            start = rng.integers(0, len(data) - T - 1)
-            seqs[i] = data[start:start + T + 1]
-    seqs = to_device(seqs)
+    starts = rng.integers(0, len(data) - T - 1, n)
+    seqs = to_device(np.stack([data[s:s + T + 1] for s in starts]).astype(np.int64))
     return seqs[:, :-1], seqs[:, 1:]
+
+
+def get_retrieval_batch(split, n, rng, T):
+    """n retrieval sequences (n, T) of inputs and targets, the targets -1 but at the answers' value tokens."""
+    data = np.memmap(os.path.join(data_dir, f'{split}.bin'), dtype=np.uint16, mode='r')
+    try:
+        seqs, scored = map(np.stack, zip(*(retrieval_sequence(enc, data, T + 1, rng, retrieval_needles)[:2]
+                                           for _ in range(n))))
+    except ValueError as e:
+        fail(f"{e}: raise the retrieval length in stages")
+    return to_device(seqs[:, :-1]), to_device(np.where(scored[:, 1:], seqs[:, 1:], -1))
 
 
 # -----------------------------------------------------------------------------
@@ -274,11 +283,28 @@ def get_lr(it):
 
 
 @torch.no_grad()
-def estimate_loss(T, B):
-    """Mean loss over eval_iters batches (B, T) of plain text (no augmentation), the same batches every time;
-    for dataset='recall' also the accuracy of the answers (argmax) on the val batches."""
+def estimate_loss(T, B, R, BR):
+    """Mean loss over eval_iters batches (B, T) of plain text, the same batches every time; for dataset='recall'
+    also the accuracy of the answers (argmax) on the val batches. Where the stage trains retrieval sequences,
+    also their answers' loss and exact match (every value token right, teacher-forced) on eval_iters batches
+    (BR, R) of retrieval sequences in the val text."""
     model.eval()
     out = {}
+    if BR:
+        rng, losses, right = np.random.default_rng(seed + 2), [], []
+        for _ in range(eval_iters):
+            X, Y = get_retrieval_batch('val', BR, rng, R)
+            scored = Y != -1
+            with autocast:
+                logits = raw_model.lm_head(raw_model.hidden(X)[scored]).float()  # (answer tokens, vocab)
+            losses.append(F.cross_entropy(logits, Y[scored]).item())
+            wrong = torch.zeros_like(scored)
+            wrong[scored] = logits.argmax(-1) != Y[scored]
+            # an answer is a run of scored targets, right when none of them is wrong
+            scored, wrong = scored.flatten().cpu().numpy(), wrong.flatten().cpu().numpy()
+            starts = np.flatnonzero(scored & ~np.r_[False, scored[:-1]])
+            right += list(~np.logical_or.reduceat(wrong, starts))
+        out['answer_loss'], out['answer_exact'] = float(np.mean(losses)), float(np.mean(right))
     for split in ('train', 'val'):
         rng = np.random.default_rng(seed + 1 + (dataset == 'recall' and split == 'val'))
         losses, right, asked = [], 0, 0
@@ -333,26 +359,28 @@ bar = tqdm(total=max_iters, initial=iter_num, disable=None if master else True, 
 model.train()
 t0, step_losses, current = time.time(), [], None
 while True:
-    T, B = stage_at(iter_num)
-    tokens_per_iter = gradient_accumulation_steps * B * T
-    if (T, B) != current:
-        current = (T, B)
-        log(f"from iter {iter_num}: context {T}, {gradient_accumulation_steps} x {B} sequences, {tokens_per_iter:,} tokens/iter"
+    T, B, R, BR = stage_at(iter_num)
+    tokens_per_iter = gradient_accumulation_steps * (B * T + BR * R)
+    if (T, B, R, BR) != current:
+        current = (T, B, R, BR)
+        log(f"from iter {iter_num}: " + (f"context {T}, {gradient_accumulation_steps} x {B} sequences" if B else 'no text')
             + (f", {recall_pairs_at(T)} pairs per sequence" if dataset == 'recall' else '')
-            + (f", {retrieval_rate:.0%} retrieval sequences" if dataset != 'recall' and retrieval_rate
-               and iter_num >= stages[-1][0] else ''))
+            + (f"; retrieval sequences of {R} tokens, {gradient_accumulation_steps} x {BR}, answers scored" if BR else '')
+            + f"; {tokens_per_iter:,} tokens/iter")
         t0, step_losses = time.time(), []
     lr = get_lr(iter_num)
     for group in optimizer.param_groups:
         group['lr'] = lr
     if master and (iter_num % eval_interval == 0 or iter_num == max_iters) and iter_num != resumed_at:  # (done before the checkpoint)
         t_eval = time.time()
-        losses = estimate_loss(T, B)
+        losses = estimate_loss(T, max(B, 1), R, BR)
         best_val_loss = min(best_val_loss, losses['val'])
         log(f"eval {iter_num}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f}"
-            + (f", val accuracy {losses['val_accuracy']:.3f}" if dataset == 'recall' else ''))
+            + (f", val accuracy {losses['val_accuracy']:.3f}" if dataset == 'recall' else '')
+            + (f"; retrieval at {R}: answer loss {losses['answer_loss']:.4f}, exact match {losses['answer_exact']:.3f}"
+               if BR else ''))
         metrics.write(json.dumps(dict(iter=iter_num, train_loss=losses['train'], val_loss=losses['val'],
-                                      **{k: v for k, v in losses.items() if k.endswith('accuracy')})) + '\n')
+                                      **{k: v for k, v in losses.items() if k.startswith(('val_', 'answer'))})) + '\n')
         metrics.flush()
         if not math.isfinite(losses['val']):
             fail(f"the val loss is {losses['val']} at iteration {iter_num}: stopped; the last good checkpoint is {ckpt_path}")
@@ -362,24 +390,29 @@ while True:
     if iter_num >= max_iters:
         break
 
-    # one optimizer step over the global batch; every process draws it, each runs its own share
-    X_all, Y_all = get_batch('train', gradient_accumulation_steps * B, data_rng, T, augment=iter_num >= stages[-1][0])
-    loss_sum = 0.0
-    for micro_step in range(accum_per_rank):
-        k = (micro_step * world + rank) * B
-        X, Y = X_all[k:k + B], Y_all[k:k + B]
-        if ddp:  # synchronise gradients on the last micro-step only
-            model.require_backward_grad_sync = micro_step == accum_per_rank - 1
+    # one optimizer step over the global batch; every process draws it, each runs its own share. The text and
+    # the retrieval sequences have their own lengths, so each micro-step is one pass over each (weighted)
+    passes = []
+    for kind, n, get, length, weight in (('text', B, get_batch, T, 1.0),
+                                         ('answers', BR, get_retrieval_batch, R, retrieval_weight)):
+        if n:
+            X_all, Y_all = get('train', gradient_accumulation_steps * n, data_rng, length)
+            passes += [(kind, weight, X_all[k:k + n], Y_all[k:k + n])
+                       for k in ((m * world + rank) * n for m in range(accum_per_rank))]
+    loss_sum = {}
+    for j, (kind, weight, X, Y) in enumerate(passes):
+        if ddp:  # synchronise gradients on the last pass only
+            model.require_backward_grad_sync = j == len(passes) - 1
         with autocast:
             _, loss = model(X, Y)
-        loss_sum += loss.detach()
-        scaler.scale(loss / accum_per_rank).backward()
+        loss_sum[kind] = loss_sum.get(kind, 0.0) + loss.detach()
+        scaler.scale(weight * loss / accum_per_rank).backward()
     scaler.unscale_(optimizer)
     grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip or float('inf'))  # 0 = no clipping
     if not torch.isfinite(grad_norm) and ptdtype != torch.float16:  # float16: the scaler skips the step and rescales
         # a nan or inf loss makes every process's (all-reduced) gradient norm non-finite: all stop here,
         # before the optimizer would write it into the weights, and the last checkpoint stays as it was
-        message = (f"the loss is {(loss_sum / accum_per_rank).item():.4g} and the gradient norm {grad_norm.item():.4g} "
+        message = (f"the loss is {sum(loss_sum.values()).item() / accum_per_rank:.4g} and the gradient norm {grad_norm.item():.4g} "
                    f"at iteration {iter_num}: stopped without updating; the last good checkpoint is "
                    f"{ckpt_path if os.path.exists(ckpt_path) else '(none yet)'}; lower --learning_rate or raise --warmup_iters")
         if master:
@@ -388,25 +421,33 @@ while True:
     scaler.step(optimizer)
     scaler.update()
     optimizer.zero_grad(set_to_none=True)
-    step_losses.append(loss_sum / accum_per_rank)
+    step_losses.append(torch.stack([loss_sum.get(kind, torch.tensor(0.0, device=device)) / accum_per_rank
+                                    for kind in ('text', 'answers')]))
     iter_num += 1
     bar.update(1)
 
     if iter_num % log_interval == 0 or iter_num == max_iters:
-        loss = torch.stack(step_losses).mean()  # the mean over the last steps' global batches
+        losses = torch.stack(step_losses).mean(0)  # (text, answers): the means over the last steps' global batches
         if ddp:
-            dist.all_reduce(loss)  # summed over processes (gloo has no AVG)
-            loss /= world
+            dist.all_reduce(losses)  # summed over processes (gloo has no AVG)
+            losses /= world
+        text_loss, answer_loss = losses.tolist()
         dt = (time.time() - t0) / len(step_losses)
         tok_s = tokens_per_iter / dt
-        # MFU: achieved FLOP/s over this device's matmul peak (nanoGPT assumes an A100's 312e12), per process
-        mfu = raw_model.flops_per_token(T) * tokens_per_iter / world / dt / peak_flops
+        # MFU: achieved FLOP/s over this device's matmul peak (nanoGPT assumes an A100's 312e12), per process.
+        # A retrieval sequence computes the output layer at its answers only: its tokens cost the rest.
+        text_flops = B * T * flops_per_token(raw_model, T)
+        answer_flops = BR * R * (flops_per_token(raw_model, R) - 6 * raw_model.lm_head.weight.numel()) if BR else 0
+        mfu = gradient_accumulation_steps * (text_flops + answer_flops) / world / dt / peak_flops
         gpu_mem = f", peak GPU memory {torch.cuda.max_memory_allocated() / 2**30:.1f} GiB" if device_type == 'cuda' else ''
-        log(f"iter {iter_num}: loss {loss.item():.4f}, lr {lr:.2e}, {tok_s:,.0f} tok/s, mfu {100 * mfu:.1f}%, "
+        shown = ([f"loss {text_loss:.4f}"] if B else []) + ([f"answer loss {answer_loss:.4f}"] if BR else [])
+        log(f"iter {iter_num}: {', '.join(shown)}, lr {lr:.2e}, {tok_s:,.0f} tok/s, mfu {100 * mfu:.1f}%, "
             f"{1000 * dt:.0f} ms/iter{gpu_mem}")
-        bar.set_postfix(loss=f"{loss.item():.3f}", tok_s=f"{tok_s:,.0f}", mfu=f"{100 * mfu:.1f}%")
+        bar.set_postfix(loss=f"{text_loss if B else answer_loss:.3f}", tok_s=f"{tok_s:,.0f}", mfu=f"{100 * mfu:.1f}%")
         if master:
-            metrics.write(json.dumps(dict(iter=iter_num, loss=loss.item(), lr=lr, tokens_per_s=tok_s, mfu=mfu)) + '\n')
+            metrics.write(json.dumps(dict(iter=iter_num, **({'loss': text_loss} if B else {}),
+                                          **({'answer_loss': answer_loss} if BR else {}),
+                                          lr=lr, tokens_per_s=tok_s, mfu=mfu)) + '\n')
             metrics.flush()
         t0, step_losses = time.time(), []
 bar.close()

@@ -1,8 +1,8 @@
 # A first look: the RNoPE-SWA hybrid at toy size, about 3 minutes on a 2-core CPU.
 #   python train.py config/hybrid_tiny.py
 #   python sample.py --out_dir=out-hybrid-tiny --start="ROMEO:"
-# config/hybrid_long.py's recipe, shorter: half the layers, 256-token pretraining, then 512 tokens
-# with retrieval sequences mixed in.
+# config/hybrid_long.py's model, shorter: half the layers, 256-token pretraining, then 512 tokens.
+# Text only: retrieval from text needs the main job's retrieval sequences and its longer budget.
 out_dir = 'out-hybrid-tiny'
 layer_pattern = 'SSSN'
 n_layer = 4
@@ -13,7 +13,6 @@ block_size = 512
 sliding_window = 64
 stages = ((0, 256, 4),
           (320, 512, 2))
-retrieval_rate = 0.1
 max_iters = 350
 eval_interval = 320
 eval_iters = 4

@@ -28,4 +28,3 @@ warmup_iters = 20
 eval_interval = 250
 eval_iters = 8
 log_interval = 50
-retrieval_rate = 0.0         # the text augmentation does not apply
