@@ -10,6 +10,8 @@ Tasks (--tasks, comma-separated):
            a grid of lengths x depths (where in the context the needle sits, 0 = start, 1 = end)
   niah     needle in a haystack of real text: a "special magic number" sentence placed at a sentence
            boundary of a held-out document, substring match; lengths x depths, drawn as a heat map
+  heldout  niah with a needle and a question in a format that training never uses (other words, and keys
+           that are names; prepare_data.HELD_OUT_FORMAT): does retrieval generalise beyond the templates?
   ruler    RULER-style synthetic tasks: single needle, multi-key (with distractor needles), multi-value,
            multi-query, variable tracking, common-words extraction; score = fraction of the reference
            strings found in the output
@@ -28,6 +30,7 @@ memory; prompts are drawn from a numpy Generator seeded with --seed, so every ru
 """
 
 import copy
+import dataclasses
 import json
 import math
 import os
@@ -41,7 +44,8 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from configurator import configure, fail, load_model, resolve_device, write_atomic
-from prepare_data import DATA, KEY_WORDS, TEMPLATES, get_tokenizer, recall_batch
+from model import GPT
+from prepare_data import DATA, HELD_OUT_FORMAT, HELD_OUT_NAMES, KEY_WORDS, NEEDLE_FORMATS, get_tokenizer, recall_batch
 
 # -----------------------------------------------------------------------------
 # The task generators. Each takes (enc, haystacks, length, depth, rng) and returns the prompt tokens
@@ -53,7 +57,9 @@ PASSKEY_INTRO = ("There is an important info hidden inside a lot of irrelevant t
 PASSKEY_FILLER = "The grass is green. The sky is blue. The sun is yellow. Here we go. There and back again. "
 RULER_INTRO = ("Some special magic numbers are hidden within the following text. "
                "Make sure to memorize it. I will quiz you about the numbers afterwards.\n")
-NEEDLE, QUESTION = TEMPLATES['magic_number']['needle'], TEMPLATES['magic_number']['question']
+HELD_OUT_INTRO = ("Some important facts are hidden within the following text. Make sure to memorize them. "
+                  "I will quiz you about them afterwards.\n")
+NEEDLE, QUESTION = NEEDLE_FORMATS['magic_number']
 
 
 class Haystack:
@@ -105,9 +111,9 @@ def random_keys(rng, n):
 
 def task_passkey(enc, hays, length, depth, rng):
     value = str(rng.integers(10000, 100000))
-    needle = TEMPLATES['passkey']['needle'].format(value=value)
-    tokens, spans = haystack_prompt(enc, hays['grass'], length, [depth], [needle], PASSKEY_INTRO,
-                                    TEMPLATES['passkey']['question'], rng)
+    needle, question = NEEDLE_FORMATS['passkey']
+    tokens, spans = haystack_prompt(enc, hays['grass'], length, [depth], [needle.format(value=value)], PASSKEY_INTRO,
+                                    question, rng)
     return tokens, [value], spans, 8
 
 
@@ -115,6 +121,15 @@ def task_niah(enc, hays, length, depth, rng):
     key, value = random_keys(rng, 1)[0], random_number(rng)
     tokens, spans = haystack_prompt(enc, hays['text'], length, [depth], [NEEDLE.format(key=key, value=value)],
                                     RULER_INTRO, QUESTION.format(key=key), rng)
+    return tokens, [value], spans, 8
+
+
+def task_heldout(enc, hays, length, depth, rng):
+    """niah in a format that training never uses (prepare_data.HELD_OUT_FORMAT: other words, and keys that are
+    names): retrieval that generalises, told apart from a memorised template."""
+    key, value = ' '.join(rng.choice(HELD_OUT_NAMES, 2, replace=False)), str(rng.integers(100000, 1000000))
+    needle, question = (t.format(key=key, value=value) for t in HELD_OUT_FORMAT)
+    tokens, spans = haystack_prompt(enc, hays['text'], length, [depth], [needle], HELD_OUT_INTRO, question, rng)
     return tokens, [value], spans, 8
 
 
@@ -290,18 +305,33 @@ def grid(model, enc, task, hays, lengths, depths, samples, rng, prefill_chunk, e
 
 
 @torch.no_grad()
-def recall_scores(model, length, pairs, samples, rng, depths, batch=32):
+def logits_at(model, x, rows, prefill_chunk):
+    """The logits (B, len(rows), vocab) at positions `rows` of x (B, T), teacher-forced: x goes through the KV
+    cache prefill_chunk tokens at a time, so memory stays bounded at any length, and only the rows asked for
+    reach the output layer."""
+    cache = model.new_cache(x.size(0), x.size(1), model.lm_head.weight.dtype, x.device)
+    hs = []
+    for s, chunk in zip(range(0, x.size(1), prefill_chunk), x.split(prefill_chunk, dim=1)):
+        h = model.hidden(chunk, cache)
+        hs.append(h[:, rows[(rows >= s) & (rows < s + chunk.size(1))] - s])
+    return model.lm_head(torch.cat(hs, dim=1))
+
+
+@torch.no_grad()
+def recall_scores(model, length, pairs, samples, rng, depths, prefill_chunk=1024, batch_tokens=2 ** 16):
     """Associative recall at one length: per-query accuracy, exact match (all `pairs` answers of a sequence
-    right) and the accuracy by depth {depth bin: accuracy}, over `samples` fresh sequences. Teacher-forced:
-    one forward pass, the answer to each query is the argmax at its key. A pair's depth is where its key
-    sits in the haystack, 0 = right after BOS, 1 = just before QUERY; bins start at `depths` ([0, 0.2, ...])."""
+    right) and the accuracy by depth {depth bin: accuracy}, over `samples` fresh sequences, in batches of
+    up to 32 sequences and about batch_tokens tokens. Teacher-forced: the answer to each query is the argmax
+    at its key. A pair's depth is where its key sits in the haystack, 0 = right after BOS, 1 = just before
+    QUERY; bins start at `depths` ([0, 0.2, ...])."""
     H = length - 2 * pairs - 2
     asked = torch.arange(H + 2, length, 2)  # positions of the asked keys
+    batch = max(1, min(32, batch_tokens // length))
     right, depth = [], []
     for at in range(0, samples, batch):
         x, y, where = recall_batch(rng, min(batch, samples - at), length, pairs)
-        h = model.hidden(torch.as_tensor(x, device=model.lm_head.weight.device))[:, asked]  # (b, pairs, C)
-        right.append(model.lm_head(h).argmax(-1).cpu().numpy() == y[:, asked.numpy()])
+        logits = logits_at(model, torch.as_tensor(x, device=model.lm_head.weight.device), asked, prefill_chunk)
+        right.append(logits.argmax(-1).cpu().numpy() == y[:, asked.numpy()])
         depth.append((where - 1) / max(1, H - 2))
     right, depth = np.concatenate(right), np.concatenate(depth)
     bins = np.searchsorted(depths, depth, side='right') - 1
@@ -374,6 +404,19 @@ def plot_ppl(curves, block_size, path):
     plt.close(fig)
 
 
+def with_nope_temperature(model, beta, floor):
+    """The same model, weights unchanged, with the 'N' layers' temperature set to (beta, floor): the
+    inference-time log-scaling of SWAN-GPT and Scalable-Softmax, given to a model trained without it."""
+    new = GPT(dataclasses.replace(model.config, nope_temperature=beta, nope_temperature_floor=floor))
+    new.load_state_dict(model.state_dict())
+    return new.to(model.lm_head.weight).eval()  # the device and dtype of the model
+
+
+def results_file(temperature=None):
+    """eval_long.json, or with a NoPE temperature (beta, floor) given at evaluation eval_long_temp<beta>_<floor>.json."""
+    return 'eval_long.json' if temperature is None else f"eval_long_temp{temperature[0]:g}_{temperature[1]}.json"
+
+
 def have_matplotlib():
     try:
         import matplotlib  # noqa: F401
@@ -387,7 +430,8 @@ def have_matplotlib():
 if __name__ == '__main__':
     out_dir = 'out-hybrid-long'
     tasks = ''                # comma-separated; '' = every task of the checkpoint's kind (see above)
-    lengths: '[1, inf)' = ()              # prompt lengths in tokens (--lengths=512,2048); () = 0.5, 1, 2 and 4 x the training length
+    lengths: '[1, inf)' = ()              # prompt lengths in tokens (--lengths=512,2048); () = `multiples` of the training length
+    multiples: '(0, inf)' = ()            # lengths as multiples of the training length; () = 0.5, 1, 2, 4 (text), 1 to 16 (recall)
     depths: '[0, 1]' = (0.0, 0.25, 0.5, 0.75, 1.0)  # where the needle sits: 0 = the start of the context, 1 = the end
     samples: '[1, inf)' = 4               # prompts per grid cell, and per RULER task and length
     gain = True               # also the retrieval gain (answer log-likelihoods) of passkey and niah prompts
@@ -399,8 +443,13 @@ if __name__ == '__main__':
     device = 'auto'
     dtype = 'float32'
     prefill_chunk: '[1, inf)' = 1024
-    recall_pairs: '[0, 64]' = 0           # recall: key-value pairs per sequence; 0 = as many as in training
-    recall_samples: '[1, inf)' = 256      # recall: sequences per length
+    recall_pairs: '[0, 64]' = (0,)        # recall: key-value pairs per sequence, one evaluation each (--recall_pairs=8,64);
+                                          # 0 = as many as in training
+    recall_samples: '[1, inf)' = 256      # recall: sequences per length...
+    recall_tokens: '[1, inf)' = 2 ** 19   # ...but no more than about this many tokens: fewer sequences at long lengths
+    nope_temperature: '[0, inf)' = None   # None: the model's own; else the 'N' layers' beta of Llama 4's temperature
+                                          # (model.py) at evaluation only, with nope_temperature_floor: inference-time
+    nope_temperature_floor: '[1, inf)' = None  # log-scaling of a model trained without it (None: the model's own)
     recall_bins: '[1, inf)' = 10          # recall: depth bins of the heat map
     plots = True              # PNGs when matplotlib is installed
     configure(globals())
@@ -414,44 +463,57 @@ if __name__ == '__main__':
         fail(f"lengths={lengths} must be positive integers and depths={depths} numbers in [0, 1], e.g. --lengths=512,2048")
     device, ptdtype = resolve_device(device, dtype)
     model, checkpoint = load_model(out_dir, device, ptdtype)
+    temperature = None  # the model's own; or (beta, floor) given at evaluation
+    if nope_temperature is not None or nope_temperature_floor is not None:
+        temperature = (model.config.nope_temperature if nope_temperature is None else nope_temperature,
+                       nope_temperature_floor or model.config.nope_temperature_floor)
+        model = with_nope_temperature(model, *temperature)
     T = checkpoint['model_args']['block_size']
     recall = checkpoint['config'].get('dataset') == 'recall'
-    known = ['recall'] if recall else ['passkey', 'niah', 'ruler', 'ppl', 'short']
+    known = ['recall'] if recall else ['passkey', 'niah', 'heldout', 'ruler', 'ppl', 'short']
     wanted = [t for t in tasks.split(',') if t] or known
     if set(wanted) - set(known):
         fail(f"tasks={tasks!r}: a {'recall' if recall else 'text'} checkpoint has the tasks {','.join(known)}")
 
     if recall:  # a model trained on associative recall: nothing else applies
-        pairs = recall_pairs or checkpoint['config']['recall_pairs']
-        L_list = list(lengths) or [T, 2 * T, 4 * T, 8 * T, 16 * T]
+        pair_counts = [p or checkpoint['config']['recall_pairs'] for p in recall_pairs]
+        L_list = list(lengths) or [round(m * T) for m in multiples or (1, 2, 4, 8, 16)]
+        n_seqs = {L: min(recall_samples, max(1, recall_tokens // L)) for L in L_list}
         bins = [round(i / recall_bins, 3) for i in range(recall_bins)]
         print(f"{out_dir}: layers {model.config.layer_kinds()}, window {model.config.sliding_window}, "
               f"rope_theta {model.config.rope_theta:g}, qk_norm {model.config.qk_norm}, "
-              f"nope_temperature {model.config.nope_temperature:g}; trained at {T} tokens; recall with {pairs} pairs "
-              f"at {L_list}, {recall_samples} sequences each", flush=True)
-        scores = {}
-        for L in tqdm(L_list, desc='recall', disable=None, leave=False):
-            try:
-                scores[L] = recall_scores(model, L, pairs, recall_samples, np.random.default_rng(seed + L), bins)
-            except ValueError as e:
-                fail(f"{e}: lower --recall_pairs or raise --lengths")
-        results = dict(out_dir=out_dir, block_size=T, lengths=L_list, pairs=pairs, samples=recall_samples, seed=seed,
-                       recall={L: dict(accuracy=s['accuracy'], exact=s['exact']) for L, s in scores.items()},
-                       recall_depth={L: s['by_depth'] for L, s in scores.items()})
-        print(f"\nassociative recall, {pairs} pairs, teacher-forced (rows: context length, x training length)")
-        print(f"{'length':>8} {'x':>4} {'accuracy':>9} {'exact':>7}")
-        for L, s in scores.items():
-            print(f"{L:>8} {L / T:>4g} {s['accuracy']:>9.3f} {s['exact']:>7.3f}")
-        print_grid('recall accuracy by depth of the asked pair (0 = start of the haystack)', results['recall_depth'])
-        path = os.path.join(out_dir, 'eval_long.json')
+              f"nope_temperature {model.config.nope_temperature:g} (floor {model.config.nope_temperature_floor}); "
+              f"trained at {T} tokens; recall with {', '.join(map(str, pair_counts))} pairs at {L_list}, "
+              f"{', '.join(str(n) for n in n_seqs.values())} sequences", flush=True)
+        results = dict(out_dir=out_dir, block_size=T, lengths=L_list, pairs=pair_counts, samples=n_seqs, seed=seed,
+                       nope_temperature=[model.config.nope_temperature, model.config.nope_temperature_floor],
+                       recall={}, recall_depth={})
+        for pairs in pair_counts:
+            scores = {}
+            for L in tqdm(L_list, desc=f'recall, {pairs} pairs', disable=None, leave=False):
+                try:
+                    scores[L] = recall_scores(model, L, pairs, n_seqs[L], np.random.default_rng(seed + L), bins,
+                                              prefill_chunk)
+                except ValueError as e:
+                    fail(f"{e}: lower --recall_pairs or raise --lengths")
+            results['recall'][pairs] = {L: dict(accuracy=s['accuracy'], exact=s['exact']) for L, s in scores.items()}
+            results['recall_depth'][pairs] = {L: s['by_depth'] for L, s in scores.items()}
+            print(f"\nassociative recall, {pairs} pairs, teacher-forced (rows: context length, x training length)")
+            print(f"{'length':>8} {'x':>4} {'accuracy':>9} {'exact':>7}")
+            for L, s in scores.items():
+                print(f"{L:>8} {L / T:>4g} {s['accuracy']:>9.3f} {s['exact']:>7.3f}")
+            print_grid(f'recall accuracy by depth of the asked pair (0 = start of the haystack), {pairs} pairs',
+                       results['recall_depth'][pairs])
+            print(took(f'recall with {pairs} pairs'))
+        path = os.path.join(out_dir, results_file(temperature))
         write_atomic(path, lambda tmp: json.dump(results, open(tmp, 'w'), indent=1))
         print(f"\nwrote {path}")
         if plots and have_matplotlib():
-            plot_heatmap(results['recall_depth'], f"recall accuracy: {model.config.layer_kinds()}",
+            plot_heatmap(results['recall_depth'][pair_counts[0]], f"recall accuracy: {model.config.layer_kinds()}",
                          os.path.join(out_dir, 'recall_depth.png'), xlabel='depth of the asked pair')
             print(f"wrote {os.path.join(out_dir, 'recall_depth.png')}")
         sys.exit(0)
-    L_list, D_list = list(lengths) or [T // 2, T, 2 * T, 4 * T], list(depths)
+    L_list, D_list = list(lengths) or [round(m * T) for m in multiples or (0.5, 1, 2, 4)], list(depths)
     dataset = dataset or checkpoint['config'].get('dataset', 'shakespeare')
     enc = get_tokenizer(checkpoint['tokenizer'])
     if not os.path.exists(os.path.join(DATA, dataset, 'meta.json')):
@@ -476,7 +538,12 @@ if __name__ == '__main__':
                                                      prefill_chunk, gain=gain, desc='niah')
         print_grid('needle in a haystack (held-out text), substring match', results['niah'])
         print(took('niah'))
-    for task in ('passkey', 'niah'):
+    if 'heldout' in wanted:
+        results['heldout'], results['heldout_gain'] = grid(model, enc, task_heldout, hays, L_list, D_list, samples,
+                                                           rng(), prefill_chunk, gain=gain, desc='heldout')
+        print_grid('needle in a format training never uses (held-out text), substring match', results['heldout'])
+        print(took('heldout'))
+    for task in ('passkey', 'niah', 'heldout'):
         if results.get(f'{task}_gain'):
             print_grid(f'{task}: retrieval gain, NLL(another number) - NLL(the needle\'s), nats', results[f'{task}_gain'])
     if 'ruler' in wanted:  # needles at random depths: one column per length
@@ -515,7 +582,7 @@ if __name__ == '__main__':
         print(f"\nshort context: validation loss at the training length {T}: {results['short_val_loss']:.4f}")
         print(took('short'))
 
-    path = os.path.join(out_dir, 'eval_long.json')
+    path = os.path.join(out_dir, results_file(temperature))
     write_atomic(path, lambda tmp: json.dump(results, open(tmp, 'w'), indent=1))
     print(f"\nwrote {path}")
     if plots and have_matplotlib():

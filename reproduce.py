@@ -5,13 +5,14 @@ The paper's ablation at toy scale, in one command per track:
     python reproduce.py --track=recall                     # the recall track: ~1 hour on 2 CPU cores
     python reproduce.py --variants=rope,rnope_swa --max_iters=40 --results=results-quick   # a quick look
 
-Text track: every variant below trained with train.py on Shakespeare with retrieval needles, on the same
-data, budget and seed (config/repro.py plus the variant's own layer settings), then eval_long.py
-(passkey, needle in a haystack, RULER-style tasks, loss by position) and analyze_attention.py on each;
-one markdown table and the plots in results/.
-Recall track: the same variants, and RNoPE-SWA with a length-dependent NoPE temperature, trained on
-multi-query associative recall (config/recall.py) with `seeds` seeds each; accuracy at 1x to 16x the
-training length, heat maps of accuracy by depth, and the attention on the asked pair, in results/recall*.
+Text track: the seven variants below trained with train.py on Shakespeare with retrieval sequences, on the
+same data and budget (config/repro.py plus the variant's own layer settings), two seeds for rope and
+rnope_swa and one for the others, then eval_long.py (passkey, needle in a haystack, the held-out format,
+RULER-style tasks, loss by position, at 1x to 8x the training length) and analyze_attention.py on each;
+the tables in results/results.md, with the spread over seeds, and the plots in results/.
+Recall track: the same variants trained on multi-query associative recall (config/recall.py), three seeds
+each; accuracy at 1x to 16x the training length, heat maps of accuracy by depth, and the attention on the
+asked pair, in results/recall*.
 A run whose checkpoint has already finished is not trained again, one that stopped part way continues from
 its last checkpoint, and one whose evaluation exists is not evaluated again, so an interrupted run picks up
 where it stopped (delete out_root to start afresh).
@@ -26,16 +27,29 @@ import time
 import numpy as np
 
 from configurator import configure, fail, read_config, write_atomic
+from eval_long import draw_heatmap, draw_ppl, results_file
 
 # The paper's variants (section 3), each a config file that changes only the attention of
 # config/hybrid_long.py (which it includes); a track trains every variant with its own recipe
 # (config/repro.py, config/recall.py) plus what the variant's file changes.
-VARIANTS = ('rope', 'nope', 'rope_qknorm', 'rnope', 'rnope_swa', 'rnope_theta1m')
-RECALL_VARIANTS = VARIANTS + ('rnope_swa_temp',)  # with a NoPE temperature: in no paper (config/rnope_swa_temp.py)
+# rnope_swa_temp, RNoPE-SWA with a length-dependent NoPE temperature, is in no paper (config/rnope_swa_temp.py).
+VARIANTS = ('rope', 'nope', 'rope_qknorm', 'rnope', 'rnope_swa', 'rnope_theta1m', 'rnope_swa_temp')
+
+
+# The recall-window track: RNoPE-SWA on the recall task with windows from an eighth of the training length
+# (128) to all of it, beside RRRN (the limit of a window as long as the input), and the NoPE temperature
+# where the hybrid is expected to degrade, the wide windows: trained with it (window128_temp), or given it
+# at evaluation only (TEMPERATURE_AT_EVAL).
+TEMPERATURE = dict(nope_temperature=0.1, nope_temperature_floor=16)  # config/rnope_swa_temp.py's
+WINDOWS = {f'window{W}': dict(sliding_window=W) for W in (16, 32, 64, 128)}
+WINDOWS['window128_temp'] = dict(sliding_window=128, **TEMPERATURE)
+TEMPERATURE_AT_EVAL = ('window64', 'window128')
 
 
 def variant(name):
-    """What config/<name>.py changes from config/hybrid_long.py: {setting: value}."""
+    """What config/<name>.py changes from config/hybrid_long.py, or a window variant's settings: {setting: value}."""
+    if name in WINDOWS:
+        return WINDOWS[name]
     main = read_config('config/hybrid_long.py')
     return {k: v for k, v in read_config(f'config/{name}.py').items() if k != 'out_dir' and main.get(k) != v}
 
@@ -43,33 +57,38 @@ def variant(name):
 def label(name):
     """How the tables name a variant's attention as the track trains it, e.g. `RRRN` θ=1e+06."""
     settings = {**read_config(config_file), **variant(name)}
-    return (f"`{settings['layer_pattern']}`" + (' +QK-Norm' if settings.get('qk_norm') else '')
+    return (f"`{settings['layer_pattern']}`" + (f" W={settings['sliding_window']}" if name in WINDOWS else '')
+            + (' +QK-Norm' if settings.get('qk_norm') else '')
             + (f" θ={settings['rope_theta']:g}" if settings.get('rope_theta', 1e4) != 1e4 else '')
             + (f" +NoPE temp. β={settings['nope_temperature']:g}" if settings.get('nope_temperature') else ''))
 
 
-TRACKS = dict(text=('config/repro.py', VARIANTS, 'out-repro'), recall=('config/recall.py', RECALL_VARIANTS, 'out-recall'))
+# track: (its recipe, its variants, where its runs go, seeds per variant: {variant: seeds}, and for the others)
+TRACKS = {'text': ('config/repro.py', VARIANTS, 'out-repro', {'rope': 2, 'rnope_swa': 2}, 1),
+          'recall': ('config/recall.py', VARIANTS, 'out-recall', {}, 3),
+          'recall-window': ('config/recall.py', tuple(WINDOWS) + ('rnope',), 'out-recall-window', {}, 2)}
 
 track = 'text'                  # 'text' or 'recall'
 variants = ''                   # which to run, comma-separated; '' = every variant of the track
-seeds: '[1, inf)' = 3                     # recall track: seeds per variant (1337, 1338, ...)
+seeds: '[0, inf)' = 0                     # seeds per variant (1337, 1338, ...); 0 = the track's: 3 on the recall
+                                          # track; on the text track 2 for rope and rnope_swa, 1 for the others
 max_iters: '[0, inf)' = 0                 # 0 = the track's config budget
 dataset = 'shakespeare'         # text track: the training text
 out_root = ''                   # checkpoints and evaluations: out_root/<run>/; '' = out-repro or out-recall
 results = 'results'             # where the logs, the tables and the plots go
 eval_samples: '[1, inf)' = 4              # text track: prompts per eval grid cell
-eval_lengths: '[1, inf)' = ()             # eval_long.py's --lengths; () = 0.5x-8x the training length (text), 1x-16x (recall)
+eval_lengths: '[1, inf)' = ()             # eval_long.py's --lengths; () = 1x-8x the training length (text), 1x-16x (recall)
 configure(globals())
 python = sys.executable
 os.chdir(os.path.dirname(os.path.abspath(__file__)))  # the scripts, config/ and out_root are relative to the repo
 
 if track not in TRACKS:
-    fail(f"track={track!r} must be 'text' or 'recall'")
-config_file, table_of_variants, default_root = TRACKS[track]
+    fail(f"track={track!r} must be one of {', '.join(TRACKS)}")
+config_file, track_variants, default_root, seeds_of, other_seeds = TRACKS[track]
 out_root = out_root or default_root
-chosen = [v for v in variants.split(',') if v] or list(table_of_variants)
-if set(chosen) - set(table_of_variants):
-    fail(f"variants={variants!r}: the {track} track has {','.join(table_of_variants)}")
+chosen = [v for v in variants.split(',') if v] or list(track_variants)
+if set(chosen) - set(track_variants):
+    fail(f"variants={variants!r}: the {track} track has {','.join(track_variants)}")
 
 
 def run(args, log_path):
@@ -104,22 +123,25 @@ def load(run_name, file):
 
 
 # -----------------------------------------------------------------------------
-# train, evaluate and analyse every run: (variant, seed) on the recall track, one per variant on the text track
-budget = read_config(config_file)
-if track == 'text' and not eval_lengths:  # 0.5x to 8x the training length (eval_long.py's default stops at 4x)
-    eval_lengths = tuple(int(f * budget['block_size']) for f in (0.5, 1, 2, 4, 8))
-iters = max_iters or budget['max_iters']
-runs = [(n, s, f"{n}-s{s}") for n in chosen for s in range(seeds)] if track == 'recall' else [(n, 0, n) for n in chosen]
+# train, evaluate and analyse every run: (variant, seed)
+recipe = read_config(config_file)
+iters = max_iters or recipe['max_iters']
+last = recipe['stages'][-1] if recipe.get('stages') else (0, recipe['block_size'])
+T_train = max(last[1], last[3] if len(last) > 3 else 0)  # the training length: as train.py takes it
+EVAL_ARGS = {'text': [f'--samples={eval_samples}', '--multiples=1,2,4,8'], 'recall': [],  # text: 1x to 8x
+             'recall-window': ['--multiples=1,2,4,8,16,64,512', '--recall_pairs=8,64', '--recall_tokens=131072']}
+ANALYSIS_ARGS = {'text': [f'--samples={eval_samples}'], 'recall': [], 'recall-window': [f'--lengths={T_train},{64 * T_train}']}
+TEMPERATURE_ARGS = [f'--{k}={v}' for k, v in TEMPERATURE.items()]
+temperature_file = results_file(tuple(TEMPERATURE.values()))
+runs = [(n, s, f"{n}-s{s}") for n in chosen for s in range(seeds or seeds_of.get(n, other_seeds))]
 os.makedirs(results, exist_ok=True)
 for name, s, run_name in runs:
     out_dir = os.path.join(out_root, run_name)
-    log_path = os.path.join(results, f"{'recall-' if track == 'recall' else ''}{run_name}.log")
+    log_path = os.path.join(results, f"{track}-{run_name}.log")
     times_path = os.path.join(out_dir, 'times.json')
     times = json.load(open(times_path)) if os.path.exists(times_path) else {}
-    extra = [f"--{k}={v}" for k, v in variant(name).items()]
-    if track == 'recall':
-        extra.append(f"--seed={1337 + s}")
-    else:
+    extra = [f"--{k}={v}" for k, v in variant(name).items()] + [f"--seed={1337 + s}"]
+    if track == 'text':
         extra.append(f"--dataset={dataset}")
     if not finished(out_dir, iters):  # never trained, or stopped part way: continue from its last checkpoint
         for f in ('eval_long.json', 'attention.json'):
@@ -128,13 +150,15 @@ for name, s, run_name in runs:
         resume = ['--init_from=resume'] if os.path.exists(os.path.join(out_dir, 'ckpt.pt')) else []
         times = {'train': run([python, 'train.py', config_file, f'--out_dir={out_dir}', f'--max_iters={iters}']
                               + extra + resume, log_path)}
+    lengths_arg = [f"--lengths={','.join(map(str, eval_lengths))}"] if eval_lengths else []
     if not os.path.exists(os.path.join(out_dir, 'eval_long.json')):
-        times['eval'] = run([python, 'eval_long.py', f'--out_dir={out_dir}']
-                            + ([f'--samples={eval_samples}'] if track == 'text' else [])
-                            + ([f"--lengths={','.join(map(str, eval_lengths))}"] if eval_lengths else []), log_path)
+        times['eval'] = run([python, 'eval_long.py', f'--out_dir={out_dir}'] + EVAL_ARGS[track] + lengths_arg, log_path)
+    if track == 'recall-window' and name in TEMPERATURE_AT_EVAL and not os.path.exists(
+            os.path.join(out_dir, temperature_file)):  # the same weights, with the temperature at evaluation only
+        times['eval'] += run([python, 'eval_long.py', f'--out_dir={out_dir}'] + EVAL_ARGS[track] + lengths_arg
+                             + TEMPERATURE_ARGS, log_path)
     if not os.path.exists(os.path.join(out_dir, 'attention.json')):
-        times['analysis'] = run([python, 'analyze_attention.py', f'--out_dir={out_dir}']
-                                + ([f'--samples={eval_samples}'] if track == 'text' else []), log_path)
+        times['analysis'] = run([python, 'analyze_attention.py', f'--out_dir={out_dir}'] + ANALYSIS_ARGS[track], log_path)
     write_atomic(times_path, lambda tmp: json.dump(times, open(tmp, 'w')))
 
 
@@ -154,39 +178,115 @@ def plt_or_none():
 
 
 # -----------------------------------------------------------------------------
-# the recall track: one table with the seed spread, and the plots
+# the tables, with the spread over seeds, and the plots
+ev = {r: load(r, 'eval_long.json') for _, _, r in runs}
+att = {r: load(r, 'attention.json') for _, _, r in runs}
+tm = {r: load(r, 'times.json') for _, _, r in runs}
+T = ev[runs[0][2]]['block_size']
+lengths = [str(L) for L in ev[runs[0][2]]['lengths']]
+by_variant = {n: [r for v, _, r in runs if v == n] for n in chosen}
+n_seeds = {n: len(rs) for n, rs in by_variant.items()}
+
+
+def spread(values, fmt='{:.2f}'):
+    """'mean (min-max)' over the seeds, or the one value."""
+    if len(values) == 1:
+        return fmt.format(values[0])
+    return f"{fmt.format(np.mean(values))} ({fmt.format(min(values))}-{fmt.format(max(values))})"
+
+
+def seconds(run_names):
+    """'train s | eval + analysis s' cells: the mean over the runs."""
+    secs = [tm[r].get('train') for r in run_names]
+    post = [tm[r].get('eval', 0) + tm[r].get('analysis', 0) for r in run_names]
+    return (f"{np.mean([x for x in secs if x]):.0f}" if any(secs) else '-') + f" | {np.mean(post):.0f}"
+
+
+def draw_by_length(ax, values, T, title, ylabel):
+    """values {variant: {length: [one value per seed]}} against length / T: the mean, the min-max shaded.
+    A variant's curve is named by label(); other names (a variant evaluated differently) as they are."""
+    x = [int(L) / T for L in lengths]
+    for n, by_length in values.items():
+        line, = ax.plot(x, [np.mean(by_length[L]) for L in lengths], marker='o', linestyle='-' if n in chosen else '--',
+                        label=f"{n} ({label(n).replace('`', '')})" if n in chosen else n)
+        ax.fill_between(x, [min(by_length[L]) for L in lengths], [max(by_length[L]) for L in lengths],
+                        color=line.get_color(), alpha=0.2)
+    ax.set(xscale='log', xlabel=f'context / training length ({T} tokens)', ylabel=ylabel, title=title, ylim=(-0.02, 1.02))
+    ax.set_xticks(x, [f"{v:g}×" for v in x])
+    ax.legend(fontsize=6)
+
+
+if track == 'recall-window':
+    pair_counts = [str(p) for p in ev[runs[0][2]]['pairs']]
+    hot = [n for n in chosen if n in TEMPERATURE_AT_EVAL]  # evaluated with the temperature too
+    with_temp = {r: load(r, temperature_file) for n in hot for r in by_variant[n]}
+    att_lengths = list(att[runs[0][2]]['results'])
+    acc = {(n, p, how): {L: [(with_temp if how else ev)[r]['recall'][p][L]['accuracy'] for r in by_variant[n]]
+                         for L in lengths}
+           for n in chosen for p in pair_counts for how in ((0, 1) if n in hot else (0,))}
+    lines = [f"Per-query accuracy (argmax, teacher-forced) with {' and '.join(pair_counts)} pairs, trained at {T} tokens "
+             f"with {read_config(config_file)['recall_pairs']} pairs; sequences per length: "
+             f"{', '.join(str(v) for v in ev[runs[0][2]]['samples'].values())}; mean over seeds, (min-max) over seeds.",
+             f"'+ temperature at evaluation': the same checkpoints evaluated with the NoPE temperature "
+             f"(beta {TEMPERATURE['nope_temperature']}, floor {TEMPERATURE['nope_temperature_floor']}), never trained "
+             f"with it.", '', '![accuracy against length, per window](recall_window.png)', '']
+    for p in pair_counts:
+        lines += [f"**{p} pairs**", '', '| variant (seeds) | layers | ' + ' | '.join(f"{int(L) // T}×" for L in lengths)
+                  + ' |', '|---|---|' + '---|' * len(lengths)]
+        for (n, q, how), by_length in acc.items():
+            if q == p:
+                lines.append(f"| {n} ({n_seeds[n]}) | {label(n)}{' + temperature at evaluation' if how else ''} | "
+                             + ' | '.join(spread(by_length[L]) for L in lengths) + ' |')
+        lines.append('')
+    lines += [f"Where the asked keys look ({read_config(config_file)['recall_pairs']} pairs): attention mass of the "
+              f"asked-key rows on the asked pair, per layer kind, mean over seeds, at {' and '.join(att_lengths)} tokens.",
+              '', '| variant | layers | ' + ' | '.join(f"pair mass {L}" for L in att_lengths) + ' | train s | eval + analysis s |',
+              '|---|---|' + '---|' * len(att_lengths) + '---|---|']
+    for n in chosen:
+        rs = by_variant[n]
+        for kind in att[rs[0]]['results'][att_lengths[0]]['kinds']:
+            cells = [np.mean([att[r]['results'][L]['kinds'][kind]['mass']['pair'] for r in rs]) for L in att_lengths]
+            lines.append(f"| {n} | `{kind}` | " + ' | '.join(f"{c:.3f}" for c in cells) + f" | {seconds(rs)} |")
+    table = '\n'.join(lines) + '\n'
+    write_atomic(os.path.join(results, 'recall_window.md'), lambda tmp: open(tmp, 'w').write(table))
+    write_atomic(os.path.join(results, 'recall_window.json'), lambda tmp: json.dump(
+        dict(block_size=T, lengths=lengths, seeds=n_seeds, temperature=TEMPERATURE,
+             accuracy={f"{n} {p} pairs{' temperature at evaluation' if how else ''}": v for (n, p, how), v in acc.items()},
+             runs={r: dict(eval=ev[r], temperature_at_evaluation=with_temp.get(r),
+                           attention={L: x['kinds'] for L, x in att[r]['results'].items()}, times=tm[r])
+                   for _, _, r in runs}), open(tmp, 'w'), indent=1))
+    print('\n' + table)
+    plt = plt_or_none()
+    if plt is None:
+        print(f"wrote {results}/recall_window.md and recall_window.json (pip install matplotlib for the plot)")
+        sys.exit(0)
+    fig, axes = plt.subplots(1, len(pair_counts), figsize=(6.4 * len(pair_counts), 4.2), squeeze=False)
+    for ax, p in zip(axes[0], pair_counts):
+        draw_by_length(ax, {n if not how else f"{n} + temperature at evaluation": v for (n, q, how), v in acc.items()
+                            if q == p}, T, f'associative recall, {p} pairs: mean and min-max over seeds',
+                       'per-query accuracy')
+    fig.tight_layout()
+    fig.savefig(os.path.join(results, 'recall_window.png'), dpi=80)
+    plt.close(fig)
+    print(f"wrote {results}/recall_window.md, recall_window.json, recall_window.png")
+    sys.exit(0)
+
 if track == 'recall':
-    from eval_long import draw_heatmap
-    ev = {r: load(r, 'eval_long.json') for _, _, r in runs}
-    att = {r: load(r, 'attention.json') for _, _, r in runs}
-    tm = {r: load(r, 'times.json') for _, _, r in runs}
-    T = ev[runs[0][2]]['block_size']
-    lengths = [str(L) for L in ev[runs[0][2]]['lengths']]
-    by_variant = {n: [r for v, _, r in runs if v == n] for n in chosen}
-
-    def spread(values, fmt='{:.2f}'):
-        """'mean (min-max)' over the seeds, or the one value."""
-        if len(values) == 1:
-            return fmt.format(values[0])
-        return f"{fmt.format(np.mean(values))} ({fmt.format(min(values))}-{fmt.format(max(values))})"
-
-    pairs = ev[runs[0][2]]['pairs']
-    lines = [f"Per-query accuracy (argmax, teacher-forced) on {ev[runs[0][2]]['samples']} fresh sequences of {pairs} "
-             f"pairs at each length, trained at {T} tokens; mean over {seeds} seed(s), (min-max) over seeds.", '',
+    pairs = str(ev[runs[0][2]]['pairs'][0])  # the pairs of training
+    lines = [f"Per-query accuracy (argmax, teacher-forced) on {ev[runs[0][2]]['samples'][lengths[0]]} fresh sequences of {pairs} "
+             f"pairs at each length, trained at {T} tokens; mean over seeds, (min-max) over seeds.", '',
              '| variant | layers | ' + ' | '.join(f"{int(L) // T}× ({int(L):,})" for L in lengths)
              + f' | exact match 1× / {int(lengths[-1]) // T}× | train s | eval + analysis s |',
              '|---|---|' + '---|' * len(lengths) + '---|---|---|']
     summary = {}
     for n in chosen:
         rs = by_variant[n]
-        acc = {L: [ev[r]['recall'][L]['accuracy'] for r in rs] for L in lengths}
-        exact = {L: [ev[r]['recall'][L]['exact'] for r in rs] for L in lengths}
-        secs = [tm[r].get('train') for r in rs]
-        post = [tm[r].get('eval', 0) + tm[r].get('analysis', 0) for r in rs]
-        summary[n] = dict(accuracy=acc, exact=exact, train_seconds=secs, eval_seconds=post)
+        acc = {L: [ev[r]['recall'][pairs][L]['accuracy'] for r in rs] for L in lengths}
+        exact = {L: [ev[r]['recall'][pairs][L]['exact'] for r in rs] for L in lengths}
+        summary[n] = dict(accuracy=acc, exact=exact, train_seconds=[tm[r].get('train') for r in rs],
+                          eval_seconds=[tm[r].get('eval', 0) + tm[r].get('analysis', 0) for r in rs])
         lines.append(f"| {n} | {label(n)} | " + ' | '.join(spread(acc[L]) for L in lengths)
-                     + f" | {np.mean(exact[lengths[0]]):.2f} / {np.mean(exact[lengths[-1]]):.2f} | "
-                     + (f"{np.mean([x for x in secs if x]):.0f}" if any(secs) else '-') + f" | {np.mean(post):.0f} |")
+                     + f" | {np.mean(exact[lengths[0]]):.2f} / {np.mean(exact[lengths[-1]]):.2f} | {seconds(rs)} |")
     lines += ['', f"Where the asked keys look: attention mass of the asked-key rows on the asked pair (its key and "
                   f"value in the haystack), per layer kind, mean over seeds, at {T} and {4 * T} tokens "
                   f"(the rest goes to the other pairs, the filler, the query region and BOS: results/recall.json).", '',
@@ -204,7 +304,7 @@ if track == 'recall':
     table = '\n'.join(lines) + '\n'
     write_atomic(os.path.join(results, 'recall.md'), lambda tmp: open(tmp, 'w').write(table))
     write_atomic(os.path.join(results, 'recall.json'), lambda tmp: json.dump(
-        dict(block_size=T, lengths=lengths, pairs=pairs, seeds=seeds, variants=summary,
+        dict(block_size=T, lengths=lengths, pairs=pairs, seeds=n_seeds, variants=summary,
              runs={r: dict(eval=ev[r], attention={L: x['kinds'] for L, x in att[r]['results'].items()}, times=tm[r])
                    for _, _, r in runs}), open(tmp, 'w'), indent=1))
     print('\n' + table)
@@ -213,22 +313,15 @@ if track == 'recall':
         print(f"wrote {results}/recall.md and recall.json (pip install matplotlib for the plots)")
         sys.exit(0)
     fig, ax = plt.subplots(figsize=(6.4, 3.8))
-    x = [int(L) // T for L in lengths]
-    for n in chosen:
-        acc = summary[n]['accuracy']
-        line, = ax.plot(x, [np.mean(acc[L]) for L in lengths], marker='o', label=f"{n} ({label(n).replace('`', '')})")
-        ax.fill_between(x, [min(acc[L]) for L in lengths], [max(acc[L]) for L in lengths], color=line.get_color(), alpha=0.2)
-    ax.set(xscale='log', xlabel=f'context / training length ({T} tokens)', ylabel='per-query accuracy',
-           title=f'associative recall, {pairs} pairs: mean and min-max over {seeds} seeds', ylim=(-0.02, 1.02))
-    ax.set_xticks(x, [f"{v}×" for v in x])
-    ax.legend(fontsize=6)
+    draw_by_length(ax, {n: summary[n]['accuracy'] for n in chosen}, T,
+                   f'associative recall, {pairs} pairs: mean and min-max over seeds', 'per-query accuracy')
     fig.tight_layout()
     fig.savefig(os.path.join(results, 'recall_accuracy.png'), dpi=80)
     plt.close(fig)
     shown = [n for n in ('rope', 'rnope_swa') if n in chosen] or chosen[:2]
     fig, axes = plt.subplots(1, len(shown), figsize=(5.2 * len(shown), 3.2), squeeze=False)
     for ax, n in zip(axes[0], shown):
-        draw_heatmap(ax, ev[by_variant[n][0]]['recall_depth'], f"{n} ({label(n).replace('`', '')}), seed 0",
+        draw_heatmap(ax, ev[by_variant[n][0]]['recall_depth'][pairs], f"{n} ({label(n).replace('`', '')}), seed 0",
                      xlabel='depth of the asked pair in the haystack', fontsize=7)
     fig.tight_layout()
     fig.savefig(os.path.join(results, 'recall_depth.png'), dpi=80)
@@ -238,78 +331,90 @@ if track == 'recall':
 
 
 # -----------------------------------------------------------------------------
-# one table, and the plots side by side
-ev = {n: load(n, 'eval_long.json') for n in chosen}
-att = {n: load(n, 'attention.json') for n in chosen}
-T = ev[chosen[0]]['block_size']
-Lmax = max(ev[chosen[0]]['lengths'])
-
-
-def split(table, pick=lambda r: r.values()):
-    """'a / b': the mean over contexts up to the training length, and beyond it."""
-    short = avg(v for L, r in table.items() if int(L) <= T for v in pick(r))
-    long = avg(v for L, r in table.items() if int(L) > T for v in pick(r))
-    return f"{short:.2f} / {long:.2f}"
-
-
-lines = [f"| variant | layers | val loss at {T} | loss over the first {T} / {Lmax} tokens | passkey | NIAH | RULER | "
-         f"passkey gain (nats) | NIAH gain (nats) |", '|---|---|---|---|---|---|---|---|---|']
+# the text track: per task, retrieval by length with the spread over seeds; language modelling; attention
+RETRIEVAL = dict(passkey='passkey, exact match', niah='needle in a haystack (RULER\'s magic number), held-out text',
+                 heldout='a needle format training never uses, held-out text')
+summary = {n: {} for n in chosen}
+lines = [f"Trained at {T} tokens; each cell the mean over the variant's seeds (seeds in the first column), "
+         f"(min-max) over seeds where there are several. Retrieval: mean over {len(ev[runs[0][2]]['depths'])} depths "
+         f"x {ev[runs[0][2]]['samples']} prompts per length, greedy answers.", '']
+for task, title in [*RETRIEVAL.items(), ('ruler', 'RULER-style tasks, mean of the six')]:
+    lines += [f"**{title}**", '', '| variant (seeds) | layers | ' + ' | '.join(f"{int(L) // T}× ({int(L):,})" for L in lengths)
+              + ' |', '|---|---|' + '---|' * len(lengths)]
+    for n in chosen:
+        rows = [ev[r][task] for r in by_variant[n]]  # {length: {depth: score}}, or RULER's {task: {length: score}}
+        by_length = {L: [avg(row[t][L] for t in row) if task == 'ruler' else avg(row[L].values()) for row in rows]
+                     for L in lengths}
+        summary[n][task] = by_length
+        lines.append(f"| {n} ({n_seeds[n]}) | {label(n)} | " + ' | '.join(spread(by_length[L]) for L in lengths) + ' |')
+    lines.append('')
+lines += [f"**Language modelling**: validation loss at the training length ({T}), and mean loss over the first "
+          f"{T} and {lengths[-1]} tokens of held-out documents (loss by position: ppl_by_position.png)", '',
+          '| variant (seeds) | layers | val loss at T | loss over T | over 8T | train s | eval + analysis s |',
+          '|---|---|---|---|---|---|---|']
 for n in chosen:
-    e = ev[n]
-    ruler_by_length = {L: [e['ruler'][task][L] for task in e['ruler']] for L in e['ruler']['single']}
-    lines.append('| ' + ' | '.join([
-        n, label(n),
-        f"{e['short_val_loss']:.3f}",
-        f"{e['ppl']['by_length'][str(T)]:.3f} / {e['ppl']['by_length'][str(Lmax)]:.3f}",
-        split(e['passkey']), split(e['niah']), split(ruler_by_length, pick=lambda r: r),
-        split(e['passkey_gain']), split(e['niah_gain'])]) + ' |')
-lines += ['', f"Retrieval columns: mean over contexts up to the training length ({T}) / beyond it (up to {Lmax}). "
-              "Gain: NLL of another number minus NLL of the needle's number after the question (0 = the needle is not used).",
-          '']
-for L in att[chosen[0]]['results']:
-    lines += [f"Attention of the question+answer rows on needle prompts of {L} tokens, averaged over the layers of "
-              f"each kind: mass on the first {att[chosen[0]]['sink']} tokens (begin), the needle, the rest of the "
-              f"context and the question+answer; entropy in nats:", '',
+    rs = by_variant[n]
+    summary[n]['short_val_loss'] = [ev[r]['short_val_loss'] for r in rs]
+    lines.append(f"| {n} ({n_seeds[n]}) | {label(n)} | {spread(summary[n]['short_val_loss'], '{:.3f}')} | "
+                 f"{spread([ev[r]['ppl']['by_length'][str(T)] for r in rs], '{:.3f}')} | "
+                 f"{spread([ev[r]['ppl']['by_length'][lengths[-1]] for r in rs], '{:.3f}')} | {seconds(rs)} |")
+for L in att[runs[0][2]]['results']:
+    lines += ['', f"Attention of the question+answer rows on needle prompts of {L} tokens, averaged over the layers of "
+                  f"each kind and over seeds: mass on the first {att[runs[0][2]]['sink']} tokens (begin), the needle, the "
+                  f"rest of the context and the question+answer; entropy in nats:", '',
               '| variant | layers | begin | needle | context | question | entropy |', '|---|---|---|---|---|---|---|']
     for n in chosen:
-        for kind, r in att[n]['results'][L]['kinds'].items():
-            lines.append(f"| {n} | `{kind}` ×{r['layers']} | " + ' | '.join(f"{r['mass'][s]:.3f}" for s in
-                                                                             ('begin', 'needle', 'context', 'question'))
-                         + f" | {r['entropy']:.2f} |")
-    lines.append('')
+        rs = by_variant[n]
+        for kind, r in att[rs[0]]['results'][L]['kinds'].items():
+            mass = {seg: np.mean([att[x]['results'][L]['kinds'][kind]['mass'][seg] for x in rs])
+                    for seg in ('begin', 'needle', 'context', 'question')}
+            ent = np.mean([att[x]['results'][L]['kinds'][kind]['entropy'] for x in rs])
+            lines.append(f"| {n} | `{kind}` ×{r['layers']} | " + ' | '.join(f"{v:.3f}" for v in mass.values())
+                         + f" | {ent:.2f} |")
 table = '\n'.join(lines) + '\n'
 write_atomic(os.path.join(results, 'results.md'), lambda tmp: open(tmp, 'w').write(table))
+write_atomic(os.path.join(results, 'results.json'), lambda tmp: json.dump(
+    dict(block_size=T, lengths=lengths, seeds=n_seeds, variants=summary,
+         runs={r: dict(eval=ev[r], times=tm[r]) for _, _, r in runs}), open(tmp, 'w'), indent=1))
 print('\n' + table)
 
 plt = plt_or_none()
 if plt is None:
-    print(f"wrote {results}/results.md (pip install matplotlib for the plots)")
+    print(f"wrote {results}/results.md and results.json (pip install matplotlib for the plots)")
     sys.exit(0)
 from analyze_attention import draw_distance
-from eval_long import draw_heatmap, draw_ppl
 
-# needle in a haystack: per variant, exact match (top) and retrieval gain (bottom) over lengths x depths
-fig, axes = plt.subplots(2, len(chosen), figsize=(2.6 * len(chosen) + 0.6, 5.2), squeeze=False)
-for col, n in enumerate(chosen):
-    draw_heatmap(axes[0][col], ev[n]['niah'], f"{n}: exact match", fontsize=6)
-    draw_heatmap(axes[1][col], ev[n]['niah_gain'], f"{n}: gain, nats", vmin=-3, vmax=3, cmap='RdBu', fontsize=6)
+# retrieval against length, one panel per task
+fig, axes = plt.subplots(1, len(RETRIEVAL), figsize=(4.2 * len(RETRIEVAL), 3.6), squeeze=False)
+for ax, task in zip(axes[0], RETRIEVAL):
+    draw_by_length(ax, {n: summary[n][task] for n in chosen}, T, task, 'exact match' if task == 'passkey' else 'found')
+fig.tight_layout()
+fig.savefig(os.path.join(results, 'retrieval_by_length.png'), dpi=80)
+plt.close(fig)
+
+# needle in a haystack: per variant (its first seed), the score over lengths x depths
+fig, axes = plt.subplots(1, len(chosen), figsize=(2.6 * len(chosen) + 0.6, 2.8), squeeze=False)
+for ax, n in zip(axes[0], chosen):
+    draw_heatmap(ax, ev[by_variant[n][0]]['niah'], f"{n}", fontsize=6)
 fig.suptitle(f"needle in a haystack, trained at {T} tokens", fontsize=9)
 fig.tight_layout()
 fig.savefig(os.path.join(results, 'niah.png'), dpi=80)
 plt.close(fig)
 
-# loss by position, all variants on one plot
+# loss by position, all variants (first seeds) on one plot
 fig, ax = plt.subplots(figsize=(6, 3.6))
-draw_ppl(ax, {n: ev[n]['ppl']['buckets'] for n in chosen}, T)
+draw_ppl(ax, {n: ev[by_variant[n][0]]['ppl']['buckets'] for n in chosen}, T)
 fig.tight_layout()
 fig.savefig(os.path.join(results, 'ppl_by_position.png'), dpi=80)
 plt.close(fig)
 
-# attention against distance, per layer kind of every variant, at the training length
+# attention against distance, per layer kind of every variant (first seeds), at the training length
 fig, ax = plt.subplots(figsize=(6, 3.6))
 for n in chosen:
-    draw_distance(ax, att[n]['results'][str(T)]['layers'], f'attention by distance, context {T}', prefix=f"{n} ")
+    draw_distance(ax, att[by_variant[n][0]]['results'][str(T)]['layers'], f'attention by distance, context {T}',
+                  prefix=f"{n} ")
 fig.tight_layout()
 fig.savefig(os.path.join(results, 'attention_distance.png'), dpi=80)
 plt.close(fig)
-print(f"wrote {results}/results.md, niah.png, ppl_by_position.png, attention_distance.png")
+print(f"wrote {results}/results.md, results.json, retrieval_by_length.png, niah.png, ppl_by_position.png, "
+      f"attention_distance.png")

@@ -14,13 +14,13 @@ import torch
 
 import eval_long
 from analyze_attention import SEGMENTS, analyze, needle_batch, needle_prompt
-from eval_long import RULER_TASKS, Haystack, grid, score, task_niah, task_passkey
+from eval_long import RULER_TASKS, Haystack, grid, score, task_heldout, task_niah, task_passkey
 from model import GPT, GPTConfig
 from prepare_data import builtin_corpus, get_tokenizer, recall_batch
 from conftest import DATASET, run
 
 ENC = get_tokenizer('gpt2')
-TASKS = dict(passkey=task_passkey, niah=task_niah, **RULER_TASKS)
+TASKS = dict(passkey=task_passkey, niah=task_niah, heldout=task_heldout, **RULER_TASKS)
 
 
 @pytest.fixture(scope='module')
@@ -71,7 +71,9 @@ def copying_model(model, enc, prompts, max_new_tokens, prefill_chunk, values=Non
     for p in prompts:
         text = enc.decode(list(p))
         key = re.search(r'number for (\S+) mentioned in the provided text is$', text)
-        value = re.search(rf'numbers for {re.escape(key.group(1))} is: (\d+)' if key else r'pass key is (\d+)', text)
+        held = re.search(r'vault combination for ([^?]+) is$', text)
+        value = re.search(rf'numbers for {re.escape(key.group(1))} is: (\d+)' if key else
+                          rf'combination for {re.escape(held.group(1))} is (\d+)' if held else r'pass key is (\d+)', text)
         out.append(f" {value.group(1)}.")
     return out, None
 
@@ -80,7 +82,7 @@ def noise_model(model, enc, prompts, max_new_tokens, prefill_chunk, values=None,
     return [' ' + ''.join(np.random.default_rng(len(p)).choice(list('0123456789 ,.'), 12)) for p in prompts], None
 
 
-@pytest.mark.parametrize('task', [task_passkey, task_niah, RULER_TASKS['multikey']])
+@pytest.mark.parametrize('task', [task_passkey, task_niah, task_heldout, RULER_TASKS['multikey']])
 def test_a_copying_model_scores_one_and_noise_zero(task, hays, monkeypatch):
     for fake, expected in [(copying_model, 1.0), (noise_model, 0.0)]:
         monkeypatch.setattr(eval_long, 'answers', fake)
@@ -196,11 +198,11 @@ def test_attention_analysis_of_one_hot_attention(target, hays, monkeypatch):
 
 
 def test_reproduce_trains_evaluates_and_tabulates(dataset, tmp_path):
-    args = ['reproduce.py', '--variants=rnope_swa', '--max_iters=2', f'--dataset={DATASET}',
+    args = ['reproduce.py', '--variants=rnope_swa', '--seeds=1', '--max_iters=2', f'--dataset={DATASET}',
             f'--out_root={tmp_path}/out', f'--results={tmp_path}/results', '--eval_samples=1', '--eval_lengths=128,256,512']
     p = run(*args)
     table = open(tmp_path / 'results' / 'results.md').read()
-    assert '| rnope_swa | `SSSN` |' in table
+    assert '| rnope_swa (1) | `SSSN` |' in table and '**a needle format' in table
     assert 'train.py' in p.stdout and 'eval_long.py' in p.stdout and 'analyze_attention.py' in p.stdout
     p = run(*args)  # everything is done already: nothing is trained or evaluated again
     assert 'train.py' not in p.stdout and 'eval_long.py' not in p.stdout
@@ -236,8 +238,9 @@ def test_recall_too_short_is_an_error():
 
 
 class RecallOracle(torch.nn.Module):
-    """A stand-in model with hidden() and lm_head: 'copy' answers every asked key with the value after its
-    first occurrence (a perfect recall circuit); 'constant' always answers the same value."""
+    """A stand-in model with new_cache(), hidden() and lm_head: 'copy' answers every asked key with the value after
+    its first occurrence (a perfect recall circuit); 'constant' always answers the same value. Its cache holds
+    the tokens seen so far, so it reads sequences given a chunk at a time."""
 
     def __init__(self, kind):
         super().__init__()
@@ -245,21 +248,62 @@ class RecallOracle(torch.nn.Module):
         self.lm_head = torch.nn.Identity()
         self.lm_head.weight = torch.zeros(1)
 
-    def hidden(self, idx):
+    def new_cache(self, batch, max_len, dtype, device):
+        return [torch.zeros(batch, 0, dtype=torch.long)]
+
+    def hidden(self, idx, cache):
+        cache[0] = torch.cat([cache[0], idx], dim=1)
         out = torch.zeros(*idx.shape, 256)
-        for b, row in enumerate(idx.tolist()):
-            for t, tok in enumerate(row):
-                answer = row[row.index(tok) + 1] if self.kind == 'copy' and 2 <= tok < 66 else 70
+        for b, row in enumerate(cache[0].tolist()):
+            for t, tok in enumerate(row[-idx.size(1):]):
+                first = row.index(tok)
+                answer = row[first + 1] if self.kind == 'copy' and 2 <= tok < 66 and first + 1 < len(row) else 70
                 out[b, t, answer] = 1.0
         return out
 
 
 def test_recall_scores_a_copying_model_one_and_a_constant_one_in_64():
     bins = [0.0, 0.5]
-    copy = eval_long.recall_scores(RecallOracle('copy'), 64, 4, 40, np.random.default_rng(0), bins)
+    copy = eval_long.recall_scores(RecallOracle('copy'), 64, 4, 40, np.random.default_rng(0), bins, prefill_chunk=20)
     assert copy['accuracy'] == copy['exact'] == 1.0 and copy['by_depth'] == {0.0: 1.0, 0.5: 1.0}
     const = eval_long.recall_scores(RecallOracle('constant'), 64, 8, 400, np.random.default_rng(1), bins)
     assert abs(const['accuracy'] - 1 / 64) < 0.01 and const['exact'] == 0.0
+
+
+def test_recall_far_past_the_training_length_equals_one_forward_pass():
+    """Recall at 20 times a model's training length, read through the KV cache in chunks (as eval_long.py does
+    at any length, in bounded memory), gives the logits of one full forward pass at the asked keys."""
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(n_layer=4, n_head=2, n_kv_head=1, n_embd=32, block_size=32, vocab_size=256,
+                          layer_pattern='SSSN', sliding_window=8)).eval()
+    x, _, _ = recall_batch(np.random.default_rng(4), 3, 640, 16)
+    x = torch.as_tensor(x)
+    asked = torch.arange(640 - 32, 640, 2)
+    chunked = eval_long.logits_at(model, x, asked, prefill_chunk=100)
+    with torch.no_grad():
+        whole = model.lm_head(model.hidden(x))[:, asked]
+    torch.testing.assert_close(chunked, whole, atol=1e-5, rtol=1e-5)
+    bins = [0.0, 0.5]
+    a, b = (eval_long.recall_scores(model, 640, 16, 6, np.random.default_rng(5), bins, prefill_chunk=c) for c in (64, 640))
+    assert a == b
+
+
+@pytest.mark.parametrize('pattern', ['SSSS', 'SSSN'])
+def test_the_temperature_at_evaluation_keeps_the_weights_and_touches_only_nope_layers(pattern):
+    """eval_long.py's inference-time temperature: the same weights; beta 0 is the identity; without 'N' layers
+    it changes nothing, and with them it changes the logits only where its scale departs from 1 (position p
+    with p + 1 >= floor, here 16)."""
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(n_layer=4, n_head=2, n_kv_head=1, n_embd=32, block_size=32, vocab_size=256,
+                          layer_pattern=pattern, sliding_window=8)).eval()
+    idx = torch.randint(0, 256, (2, 40))
+    hot_model = eval_long.with_nope_temperature(model, 0.5, 16)
+    with torch.no_grad():
+        plain, off, hot = (m(idx)[0] for m in (model, eval_long.with_nope_temperature(model, 0.0, 16), hot_model))
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), hot_model.state_dict().values()))
+    assert torch.equal(off, plain)
+    assert torch.equal(hot[:, :15], plain[:, :15])
+    assert torch.allclose(hot[:, 15:], plain[:, 15:]) == (pattern == 'SSSS')
 
 
 def test_recall_attention_segments(tmp_path):
@@ -287,8 +331,8 @@ def test_recall_checkpoint_trains_evaluates_and_analyses(tmp_path):
     assert re.search(r'^eval 6: .* val accuracy [\d.]+$', p.stdout, re.M)
     p = run('eval_long.py', f'--out_dir={out}', '--recall_samples=8', '--plots=False')
     results = json.load(open(os.path.join(out, 'eval_long.json')))
-    assert results['lengths'] == [40, 80, 160, 320, 640] and results['pairs'] == 8
-    assert all(0 <= r['accuracy'] <= 1 for r in results['recall'].values())
+    assert results['lengths'] == [40, 80, 160, 320, 640] and results['pairs'] == [8]
+    assert all(0 <= r['accuracy'] <= 1 for r in results['recall']['8'].values())
     p = run('analyze_attention.py', f'--out_dir={out}', '--recall_samples=4', '--plots=False')
     layers = json.load(open(os.path.join(out, 'attention.json')))['results']['40']['layers']
     assert [l['kind'] for l in layers] == ['S', 'S', 'S', 'N'] and sum(layers[3]['mass'].values()) == pytest.approx(1)
@@ -302,8 +346,25 @@ def test_reproduce_recall_track_runs_end_to_end(tmp_path):
     table = open(tmp_path / 'results' / 'recall.md').read()
     assert '| rope | `R` |' in table and '| rnope_swa_temp | `SSSN` +NoPE temp. β=0.1 |' in table
     summary = json.load(open(tmp_path / 'results' / 'recall.json'))
-    assert summary['seeds'] == 2 and len(summary['variants']['rope']['accuracy']['256']) == 2
+    assert summary['seeds'] == {'rope': 2, 'rnope_swa_temp': 2} and len(summary['variants']['rope']['accuracy']['256']) == 2
     assert set(summary['variants']['rnope_swa_temp']['pair_mass']) == {'S', 'N'}
     p = run(*args)  # everything is done already: nothing is trained or evaluated again
     assert 'train.py' not in p.stdout and 'eval_long.py' not in p.stdout
     assert open(tmp_path / 'results' / 'recall.md').read() == table
+
+
+def test_reproduce_recall_window_track_runs_end_to_end(tmp_path):
+    """The window ablation at toy size: SSSN with two windows and RRRN trained, evaluated with 8 and 64 pairs,
+    the windowed runs also with the NoPE temperature at evaluation only, analysed, and tabulated."""
+    args = ['reproduce.py', '--track=recall-window', '--variants=window64,window128_temp,rnope', '--seeds=1',
+            '--max_iters=3', f'--out_root={tmp_path}/out', f'--results={tmp_path}/results', '--eval_lengths=512,1024']
+    p = run(*args)
+    assert p.stdout.count('$ python train.py config/recall.py') == 3 and '--sliding_window=64' in p.stdout
+    assert p.stdout.count('--nope_temperature=0.1') == 2  # window128_temp trained with it, window64 evaluated with it
+    assert os.path.exists(tmp_path / 'out' / 'window64-s0' / 'eval_long_temp0.1_16.json')
+    table = open(tmp_path / 'results' / 'recall_window.md').read()
+    assert '| window64 (1) | `SSSN` W=64 + temperature at evaluation |' in table and '**64 pairs**' in table
+    summary = json.load(open(tmp_path / 'results' / 'recall_window.json'))
+    assert len(summary['accuracy']['window64 64 pairs temperature at evaluation']['1024']) == 1
+    p = run(*args)  # everything is done already
+    assert 'train.py' not in p.stdout and 'eval_long.py' not in p.stdout
