@@ -189,7 +189,10 @@ n_seeds = {n: len(rs) for n, rs in by_variant.items()}
 
 
 def spread(values, fmt='{:.2f}'):
-    """'mean (min-max)' over the seeds, or the one value."""
+    """'mean (min-max)' over the seeds, or the one value; '-' where there is none (pairs that do not fit)."""
+    values = np.array(values, dtype=float)  # None becomes NaN
+    if np.isnan(values).all():
+        return '-'
     if len(values) == 1:
         return fmt.format(values[0])
     return f"{fmt.format(np.mean(values))} ({fmt.format(min(values))}-{fmt.format(max(values))})"
@@ -207,6 +210,7 @@ def draw_by_length(ax, values, T, title, ylabel):
     A variant's curve is named by label(); other names (a variant evaluated differently) as they are."""
     x = [int(L) / T for L in lengths]
     for n, by_length in values.items():
+        by_length = {L: np.array(by_length[L], dtype=float) for L in lengths}  # None (pairs that do not fit): a gap
         line, = ax.plot(x, [np.mean(by_length[L]) for L in lengths], marker='o', linestyle='-' if n in chosen else '--',
                         label=f"{n} ({label(n).replace('`', '')})" if n in chosen else n)
         ax.fill_between(x, [min(by_length[L]) for L in lengths], [max(by_length[L]) for L in lengths],
