@@ -62,12 +62,12 @@ def test_inputs_a_folder_and_jsonl(tmp_path, capsys):
 
 
 @pytest.mark.parametrize('length', [64, 257, 1025])
-def test_retrieval_sequence_layout(length):
+def test_retrieval_sequence_layout(length, dataset):
     """Needles inside the sequence at depths that include its very start and the end of the filler, distinct
     keys, one passkey at most, every question answered with its needle's value, exactly `length` tokens, and
     the targets scored exactly at the answers (the number and its full stop)."""
     enc = get_tokenizer()
-    filler = np.fromfile(os.path.join(DATA, 'shakespeare', 'train.bin'), dtype=np.uint16)[:50000]
+    filler = np.fromfile(os.path.join(DATA, DATASET, 'train.bin'), dtype=np.uint16)
     rng = np.random.default_rng(length)
     counts, at_start, at_end = set(), 0, 0
     for _ in range(300):
@@ -99,11 +99,11 @@ def test_retrieval_sequence_layout(length):
     assert at_start > 0 and at_end > 0
 
 
-def test_the_held_out_format_is_never_trained():
+def test_the_held_out_format_is_never_trained(dataset):
     """No training sequence holds the held-out format's words or its keys (names), so eval_long.py's
     heldout task asks in a format the model has never seen."""
     enc = get_tokenizer()
-    filler = np.fromfile(os.path.join(DATA, 'shakespeare', 'train.bin'), dtype=np.uint16)[:50000]
+    filler = np.fromfile(os.path.join(DATA, DATASET, 'train.bin'), dtype=np.uint16)
     rng = np.random.default_rng(0)
     trained = ' '.join(needle + ' ' + question for needle, question in NEEDLE_FORMATS.values()) + ' '.join(NOUNS)
     for word in ('vault', 'combination'):
