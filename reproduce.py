@@ -3,6 +3,7 @@ The paper's ablation at toy scale, in one command per track:
 
     python reproduce.py                                    # the text track: ~1 hour on 2 CPU cores
     python reproduce.py --track=recall                     # the recall track: ~1 hour on 2 CPU cores
+    python reproduce.py --track=recall-window              # its window ablation, to 512x: ~1 hour
     python reproduce.py --variants=rope,rnope_swa --max_iters=40 --results=results-quick   # a quick look
 
 Text track: the seven variants below trained with train.py on Shakespeare with retrieval sequences, on the
@@ -12,7 +13,10 @@ RULER-style tasks, loss by position, at 1x to 8x the training length) and analyz
 the tables in results/results.md, with the spread over seeds, and the plots in results/.
 Recall track: the same variants trained on multi-query associative recall (config/recall.py), three seeds
 each; accuracy at 1x to 16x the training length, heat maps of accuracy by depth, and the attention on the
-asked pair, in results/recall*.
+asked pair, in results/recall.md (its first part) and beside it.
+Recall-window track: RNoPE-SWA on the recall task with windows of 16 to 128 and RRRN, two seeds each,
+evaluated at 1x to 512x with 8, 32 and 64 pairs (with the NoPE temperature at evaluation too where the
+window is wide), and analysed at 1x and 64x: results/recall.md's second part, recall_window.png and .json.
 A run whose checkpoint has already finished is not trained again, one that stopped part way continues from
 its last checkpoint, and one whose evaluation exists is not evaluated again, so an interrupted run picks up
 where it stopped (delete out_root to start afresh).
@@ -68,7 +72,7 @@ TRACKS = {'text': ('config/repro.py', VARIANTS, 'out-repro', {'rope': 2, 'rnope_
           'recall': ('config/recall.py', VARIANTS, 'out-recall', {}, 3),
           'recall-window': ('config/recall.py', tuple(WINDOWS) + ('rnope',), 'out-recall-window', {}, 2)}
 
-track = 'text'                  # 'text' or 'recall'
+track = 'text'                  # 'text', 'recall' or 'recall-window'
 variants = ''                   # which to run, comma-separated; '' = every variant of the track
 seeds: '[0, inf)' = 0                     # seeds per variant (1337, 1338, ...); 0 = the track's: 3 on the recall
                                           # track; on the text track 2 for rope and rnope_swa, 1 for the others
@@ -128,8 +132,10 @@ recipe = read_config(config_file)
 iters = max_iters or recipe['max_iters']
 last = recipe['stages'][-1] if recipe.get('stages') else (0, recipe['block_size'])
 T_train = max(last[1], last[3] if len(last) > 3 else 0)  # the training length: as train.py takes it
+if eval_lengths and T_train not in eval_lengths:  # the tables measure every length against it
+    fail(f"eval_lengths={','.join(map(str, eval_lengths))} must include the training length, {T_train}")
 EVAL_ARGS = {'text': [f'--samples={eval_samples}', '--multiples=1,2,4,8'], 'recall': [],  # text: 1x to 8x
-             'recall-window': ['--multiples=1,2,4,8,16,64,512', '--recall_pairs=8,64', '--recall_tokens=131072']}
+             'recall-window': ['--multiples=1,2,4,8,16,64,512', '--recall_pairs=8,32,64', '--recall_tokens=65536']}
 ANALYSIS_ARGS = {'text': [f'--samples={eval_samples}'], 'recall': [], 'recall-window': [f'--lengths={T_train},{64 * T_train}']}
 TEMPERATURE_ARGS = [f'--{k}={v}' for k, v in TEMPERATURE.items()]
 temperature_file = results_file(tuple(TEMPERATURE.values()))
@@ -167,14 +173,44 @@ def avg(values):
     return sum(values) / len(values) if values else float('nan')
 
 
-def plt_or_none():
+def save(fig, name):
+    """Write a figure to results/<name> and close it; returns the name."""
+    import matplotlib.pyplot as plt
+    fig.tight_layout()
+    fig.savefig(os.path.join(results, name), dpi=80)
+    plt.close(fig)
+    return name
+
+
+# The two recall tracks share results/recall.md: the recall track writes what comes before this heading,
+# the window ablation the heading and what follows, each keeping the other's part.
+WINDOW_HEADING = '## The window ablation (python reproduce.py --track=recall-window)'
+
+
+def recall_md(text):
+    """recall.md with text as this track's part and the other track's part as it was."""
+    path = os.path.join(results, 'recall.md')
+    head, heading, tail = (open(path).read() if os.path.exists(path) else '').partition(WINDOW_HEADING)
+    if track == 'recall':
+        return text + (f"\n{heading}{tail}" if heading else '')
+    return (head.rstrip('\n') + '\n\n' if head.strip() else '') + text
+
+
+def finish(md, text, json_name, data, draw):
+    """Every track's end: text into results/<md>, data into results/<json_name>, the table printed, then the
+    plots (draw(plt) saves them and returns their names), or one line on how to get them."""
+    write_atomic(os.path.join(results, md), lambda tmp: open(tmp, 'w').write(text))
+    write_atomic(os.path.join(results, json_name), lambda tmp: json.dump(data, open(tmp, 'w'), indent=1))
+    print('\n' + text)
     try:
         import matplotlib
         matplotlib.use('Agg')
         import matplotlib.pyplot as plt
-        return plt
     except ImportError:
-        return None
+        print(f"wrote {results}/{md} and {json_name}; no plots: matplotlib is missing (pip install matplotlib)")
+        sys.exit(0)
+    print(f"wrote {results}/{md}, {', '.join([json_name] + draw(plt))}")
+    sys.exit(0)
 
 
 # -----------------------------------------------------------------------------
@@ -228,8 +264,8 @@ if track == 'recall-window':
     acc = {(n, p, how): {L: [(with_temp if how else ev)[r]['recall'][p][L]['accuracy'] for r in by_variant[n]]
                          for L in lengths}
            for n in chosen for p in pair_counts for how in ((0, 1) if n in hot else (0,))}
-    lines = [f"Per-query accuracy (argmax, teacher-forced) with {' and '.join(pair_counts)} pairs, trained at {T} tokens "
-             f"with {read_config(config_file)['recall_pairs']} pairs; sequences per length: "
+    lines = [WINDOW_HEADING, '', f"Per-query accuracy (argmax, teacher-forced) with {', '.join(pair_counts)} pairs, "
+             f"trained at {T} tokens with {read_config(config_file)['recall_pairs']} pairs; sequences per length: "
              f"{', '.join(str(v) for v in ev[runs[0][2]]['samples'].values())}; mean over seeds, (min-max) over seeds.",
              f"'+ temperature at evaluation': the same checkpoints evaluated with the NoPE temperature "
              f"(beta {TEMPERATURE['nope_temperature']}, floor {TEMPERATURE['nope_temperature_floor']}), never trained "
@@ -251,29 +287,21 @@ if track == 'recall-window':
         for kind in att[rs[0]]['results'][att_lengths[0]]['kinds']:
             cells = [np.mean([att[r]['results'][L]['kinds'][kind]['mass']['pair'] for r in rs]) for L in att_lengths]
             lines.append(f"| {n} | `{kind}` | " + ' | '.join(f"{c:.3f}" for c in cells) + f" | {seconds(rs)} |")
-    table = '\n'.join(lines) + '\n'
-    write_atomic(os.path.join(results, 'recall_window.md'), lambda tmp: open(tmp, 'w').write(table))
-    write_atomic(os.path.join(results, 'recall_window.json'), lambda tmp: json.dump(
-        dict(block_size=T, lengths=lengths, seeds=n_seeds, temperature=TEMPERATURE,
-             accuracy={f"{n} {p} pairs{' temperature at evaluation' if how else ''}": v for (n, p, how), v in acc.items()},
-             runs={r: dict(eval=ev[r], temperature_at_evaluation=with_temp.get(r),
-                           attention={L: x['kinds'] for L, x in att[r]['results'].items()}, times=tm[r])
-                   for _, _, r in runs}), open(tmp, 'w'), indent=1))
-    print('\n' + table)
-    plt = plt_or_none()
-    if plt is None:
-        print(f"wrote {results}/recall_window.md and recall_window.json (pip install matplotlib for the plot)")
-        sys.exit(0)
-    fig, axes = plt.subplots(1, len(pair_counts), figsize=(6.4 * len(pair_counts), 4.2), squeeze=False)
-    for ax, p in zip(axes[0], pair_counts):
-        draw_by_length(ax, {n if not how else f"{n} + temperature at evaluation": v for (n, q, how), v in acc.items()
-                            if q == p}, T, f'associative recall, {p} pairs: mean and min-max over seeds',
-                       'per-query accuracy')
-    fig.tight_layout()
-    fig.savefig(os.path.join(results, 'recall_window.png'), dpi=80)
-    plt.close(fig)
-    print(f"wrote {results}/recall_window.md, recall_window.json, recall_window.png")
-    sys.exit(0)
+
+    def draw(plt):
+        fig, axes = plt.subplots(1, len(pair_counts), figsize=(6.4 * len(pair_counts), 4.2), squeeze=False)
+        for ax, p in zip(axes[0], pair_counts):
+            draw_by_length(ax, {n if not how else f"{n} + temperature at evaluation": v
+                                for (n, q, how), v in acc.items() if q == p},
+                           T, f'associative recall, {p} pairs: mean and min-max over seeds', 'per-query accuracy')
+        return [save(fig, 'recall_window.png')]
+
+    finish('recall.md', recall_md('\n'.join(lines) + '\n'), 'recall_window.json', dict(
+        block_size=T, lengths=lengths, seeds=n_seeds, temperature=TEMPERATURE,
+        accuracy={f"{n} {p} pairs{' temperature at evaluation' if how else ''}": v for (n, p, how), v in acc.items()},
+        runs={r: dict(eval=ev[r], temperature_at_evaluation=with_temp.get(r),
+                      attention={L: x['kinds'] for L, x in att[r]['results'].items()}, times=tm[r])
+              for _, _, r in runs}), draw)
 
 if track == 'recall':
     pairs = str(ev[runs[0][2]]['pairs'][0])  # the pairs of training
@@ -305,34 +333,23 @@ if track == 'recall':
             lines.append(f"| {n} | `{kind}` ×{att[rs[0]]['results'][str(T)]['kinds'][kind]['layers']} | "
                          + ' | '.join(f"{c:.3f}" for c in cells) + f" | {ent:.2f} |")
             summary[n].setdefault('pair_mass', {})[kind] = dict(zip(att[rs[0]]['results'], cells))
-    table = '\n'.join(lines) + '\n'
-    write_atomic(os.path.join(results, 'recall.md'), lambda tmp: open(tmp, 'w').write(table))
-    write_atomic(os.path.join(results, 'recall.json'), lambda tmp: json.dump(
-        dict(block_size=T, lengths=lengths, pairs=pairs, seeds=n_seeds, variants=summary,
-             runs={r: dict(eval=ev[r], attention={L: x['kinds'] for L, x in att[r]['results'].items()}, times=tm[r])
-                   for _, _, r in runs}), open(tmp, 'w'), indent=1))
-    print('\n' + table)
-    plt = plt_or_none()
-    if plt is None:
-        print(f"wrote {results}/recall.md and recall.json (pip install matplotlib for the plots)")
-        sys.exit(0)
-    fig, ax = plt.subplots(figsize=(6.4, 3.8))
-    draw_by_length(ax, {n: summary[n]['accuracy'] for n in chosen}, T,
-                   f'associative recall, {pairs} pairs: mean and min-max over seeds', 'per-query accuracy')
-    fig.tight_layout()
-    fig.savefig(os.path.join(results, 'recall_accuracy.png'), dpi=80)
-    plt.close(fig)
-    shown = [n for n in ('rope', 'rnope_swa') if n in chosen] or chosen[:2]
-    fig, axes = plt.subplots(1, len(shown), figsize=(5.2 * len(shown), 3.2), squeeze=False)
-    for ax, n in zip(axes[0], shown):
-        draw_heatmap(ax, ev[by_variant[n][0]]['recall_depth'][pairs], f"{n} ({label(n).replace('`', '')}), seed 0",
-                     xlabel='depth of the asked pair in the haystack', fontsize=7)
-    fig.tight_layout()
-    fig.savefig(os.path.join(results, 'recall_depth.png'), dpi=80)
-    plt.close(fig)
-    print(f"wrote {results}/recall.md, recall.json, recall_accuracy.png, recall_depth.png")
-    sys.exit(0)
 
+    def draw(plt):
+        fig, ax = plt.subplots(figsize=(6.4, 3.8))
+        draw_by_length(ax, {n: summary[n]['accuracy'] for n in chosen}, T,
+                       f'associative recall, {pairs} pairs: mean and min-max over seeds', 'per-query accuracy')
+        names = [save(fig, 'recall_accuracy.png')]
+        shown = [n for n in ('rope', 'rnope_swa') if n in chosen] or chosen[:2]
+        fig, axes = plt.subplots(1, len(shown), figsize=(5.2 * len(shown), 3.2), squeeze=False)
+        for ax, n in zip(axes[0], shown):
+            draw_heatmap(ax, ev[by_variant[n][0]]['recall_depth'][pairs], f"{n} ({label(n).replace('`', '')}), seed 0",
+                         xlabel='depth of the asked pair in the haystack', fontsize=7)
+        return names + [save(fig, 'recall_depth.png')]
+
+    finish('recall.md', recall_md('\n'.join(lines) + '\n'), 'recall.json', dict(
+        block_size=T, lengths=lengths, pairs=pairs, seeds=n_seeds, variants=summary,
+        runs={r: dict(eval=ev[r], attention={L: x['kinds'] for L, x in att[r]['results'].items()}, times=tm[r])
+              for _, _, r in runs}), draw)
 
 # -----------------------------------------------------------------------------
 # the text track: per task, retrieval by length with the spread over seeds; language modelling; attention
@@ -375,50 +392,33 @@ for L in att[runs[0][2]]['results']:
             ent = np.mean([att[x]['results'][L]['kinds'][kind]['entropy'] for x in rs])
             lines.append(f"| {n} | `{kind}` ×{r['layers']} | " + ' | '.join(f"{v:.3f}" for v in mass.values())
                          + f" | {ent:.2f} |")
-table = '\n'.join(lines) + '\n'
-write_atomic(os.path.join(results, 'results.md'), lambda tmp: open(tmp, 'w').write(table))
-write_atomic(os.path.join(results, 'results.json'), lambda tmp: json.dump(
-    dict(block_size=T, lengths=lengths, seeds=n_seeds, variants=summary,
-         runs={r: dict(eval=ev[r], times=tm[r]) for _, _, r in runs}), open(tmp, 'w'), indent=1))
-print('\n' + table)
 
-plt = plt_or_none()
-if plt is None:
-    print(f"wrote {results}/results.md and results.json (pip install matplotlib for the plots)")
-    sys.exit(0)
-from analyze_attention import draw_distance
 
-# retrieval against length, one panel per task
-fig, axes = plt.subplots(1, len(RETRIEVAL), figsize=(4.2 * len(RETRIEVAL), 3.6), squeeze=False)
-for ax, task in zip(axes[0], RETRIEVAL):
-    draw_by_length(ax, {n: summary[n][task] for n in chosen}, T, task, 'exact match' if task == 'passkey' else 'found')
-fig.tight_layout()
-fig.savefig(os.path.join(results, 'retrieval_by_length.png'), dpi=80)
-plt.close(fig)
+def draw(plt):
+    from analyze_attention import draw_distance
+    # retrieval against length, one panel per task
+    fig, axes = plt.subplots(1, len(RETRIEVAL), figsize=(4.2 * len(RETRIEVAL), 3.6), squeeze=False)
+    for ax, task in zip(axes[0], RETRIEVAL):
+        draw_by_length(ax, {n: summary[n][task] for n in chosen}, T, task, 'exact match' if task == 'passkey' else 'found')
+    names = [save(fig, 'retrieval_by_length.png')]
+    # needle in a haystack: per variant (its first seed), the score over lengths x depths
+    fig, axes = plt.subplots(1, len(chosen), figsize=(2.6 * len(chosen) + 0.6, 2.8), squeeze=False)
+    for ax, n in zip(axes[0], chosen):
+        draw_heatmap(ax, ev[by_variant[n][0]]['niah'], f"{n}", fontsize=6)
+    fig.suptitle(f"needle in a haystack, trained at {T} tokens", fontsize=9)
+    names.append(save(fig, 'niah.png'))
+    # loss by position, all variants (first seeds) on one plot
+    fig, ax = plt.subplots(figsize=(6, 3.6))
+    draw_ppl(ax, {n: ev[by_variant[n][0]]['ppl']['buckets'] for n in chosen}, T)
+    names.append(save(fig, 'ppl_by_position.png'))
+    # attention against distance, per layer kind of every variant (first seeds), at the training length
+    fig, ax = plt.subplots(figsize=(6, 3.6))
+    for n in chosen:
+        draw_distance(ax, att[by_variant[n][0]]['results'][str(T)]['layers'], f'attention by distance, context {T}',
+                      prefix=f"{n} ")
+    return names + [save(fig, 'attention_distance.png')]
 
-# needle in a haystack: per variant (its first seed), the score over lengths x depths
-fig, axes = plt.subplots(1, len(chosen), figsize=(2.6 * len(chosen) + 0.6, 2.8), squeeze=False)
-for ax, n in zip(axes[0], chosen):
-    draw_heatmap(ax, ev[by_variant[n][0]]['niah'], f"{n}", fontsize=6)
-fig.suptitle(f"needle in a haystack, trained at {T} tokens", fontsize=9)
-fig.tight_layout()
-fig.savefig(os.path.join(results, 'niah.png'), dpi=80)
-plt.close(fig)
 
-# loss by position, all variants (first seeds) on one plot
-fig, ax = plt.subplots(figsize=(6, 3.6))
-draw_ppl(ax, {n: ev[by_variant[n][0]]['ppl']['buckets'] for n in chosen}, T)
-fig.tight_layout()
-fig.savefig(os.path.join(results, 'ppl_by_position.png'), dpi=80)
-plt.close(fig)
-
-# attention against distance, per layer kind of every variant (first seeds), at the training length
-fig, ax = plt.subplots(figsize=(6, 3.6))
-for n in chosen:
-    draw_distance(ax, att[by_variant[n][0]]['results'][str(T)]['layers'], f'attention by distance, context {T}',
-                  prefix=f"{n} ")
-fig.tight_layout()
-fig.savefig(os.path.join(results, 'attention_distance.png'), dpi=80)
-plt.close(fig)
-print(f"wrote {results}/results.md, results.json, retrieval_by_length.png, niah.png, ppl_by_position.png, "
-      f"attention_distance.png")
+finish('results.md', '\n'.join(lines) + '\n', 'results.json', dict(
+    block_size=T, lengths=lengths, seeds=n_seeds, variants=summary,
+    runs={r: dict(eval=ev[r], times=tm[r]) for _, _, r in runs}), draw)

@@ -197,6 +197,13 @@ def test_attention_analysis_of_one_hot_attention(target, hays, monkeypatch):
         assert (v > 0) == hit, (lo, hi, v)
 
 
+def test_reproduce_refuses_eval_lengths_without_the_training_length(tmp_path):
+    p = run('reproduce.py', '--track=recall', f'--out_root={tmp_path}/out', '--eval_lengths=256,512', ok=False)
+    assert p.returncode == 2 and 'Traceback' not in p.stderr and p.stderr.count('\n') == 1, p.stderr
+    assert 'eval_lengths=256,512 must include the training length, 128' in p.stderr
+    assert not os.path.exists(tmp_path / 'out')  # refused before anything ran
+
+
 def test_reproduce_trains_evaluates_and_tabulates(dataset, tmp_path):
     args = ['reproduce.py', '--variants=rnope_swa', '--seeds=1', '--max_iters=2', f'--dataset={DATASET}',
             f'--out_root={tmp_path}/out', f'--results={tmp_path}/results', '--eval_samples=1', '--eval_lengths=128,256,512']
@@ -350,9 +357,11 @@ def test_reproduce_recall_track_runs_end_to_end(tmp_path):
     summary = json.load(open(tmp_path / 'results' / 'recall.json'))
     assert summary['seeds'] == {'rope': 2, 'rnope_swa_temp': 2} and len(summary['variants']['rope']['accuracy']['256']) == 2
     assert set(summary['variants']['rnope_swa_temp']['pair_mass']) == {'S', 'N'}
+    window_part = '\n## The window ablation (python reproduce.py --track=recall-window)\n\nits tables\n'
+    (tmp_path / 'results' / 'recall.md').write_text(table + window_part)
     p = run(*args)  # everything is done already: nothing is trained or evaluated again
     assert 'train.py' not in p.stdout and 'eval_long.py' not in p.stdout
-    assert open(tmp_path / 'results' / 'recall.md').read() == table
+    assert open(tmp_path / 'results' / 'recall.md').read() == table + window_part  # the other track's part kept
 
 
 def test_reproduce_recall_window_track_runs_end_to_end(tmp_path):
@@ -361,11 +370,15 @@ def test_reproduce_recall_window_track_runs_end_to_end(tmp_path):
     temperature is the recall track's test.)"""
     args = ['reproduce.py', '--track=recall-window', '--variants=window64,rnope', '--seeds=1',
             '--max_iters=3', f'--out_root={tmp_path}/out', f'--results={tmp_path}/results', '--eval_lengths=128,512']
+    os.makedirs(tmp_path / 'results')
+    recall_part = 'Per-query accuracy of the recall track\n'
+    (tmp_path / 'results' / 'recall.md').write_text(recall_part)
     p = run(*args)
     assert p.stdout.count('$ python train.py config/recall.py') == 2 and '--sliding_window=64' in p.stdout
     assert p.stdout.count('--nope_temperature=0.1') == 1  # window64 evaluated with it, never trained with it
     assert os.path.exists(tmp_path / 'out' / 'window64-s0' / 'eval_long_temp0.1_16.json')
-    table = open(tmp_path / 'results' / 'recall_window.md').read()
+    table = open(tmp_path / 'results' / 'recall.md').read()
+    assert table.startswith(recall_part)  # the recall track's part is kept, the window ablation's follows it
     assert '| window64 (1) | `SSSN` W=64 + temperature at evaluation |' in table and '**64 pairs**' in table
     assert '| rnope (1) | `RRRN` | - |' in table.split('**64 pairs**')[1]  # 64 pairs do not fit 128 tokens
     summary = json.load(open(tmp_path / 'results' / 'recall_window.json'))
