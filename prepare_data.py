@@ -62,9 +62,10 @@ def get_tokenizer(name='gpt2'):
 # question for each needle, answered. Plain text rarely rewards looking far back; these sequences do. Only
 # the answers are scored, so they cost the layers but hardly the output layer (model.ChunkedCrossEntropy).
 # The training formats say the same thing in different words, and half the keys are words of the text, so
-# that what is learnt is to find the asked key's sentence and copy its number, not one template or lexicon. eval_long.py asks in two of them (passkey, from
-# landmark attention, and RULER's magic_number) and in HELD_OUT_FORMAT, whose words and keys training never
-# uses: retrieval that generalises, told apart from a memorised template.
+# that what is learnt is to find the asked key's sentence and copy its number, not one template or lexicon.
+# eval_long.py asks in two of them (passkey, from landmark attention, and RULER's magic_number) and in
+# HELD_OUT_FORMAT, whose words and keys training never uses: retrieval that generalises, told apart from a
+# memorised template.
 NEEDLE_FORMATS = {  # name: (needle, question); the answer is always " {value}."; {noun} is one of NOUNS
     'passkey': ("The pass key is {value}. Remember it. {value} is the pass key.",
                 "What is the pass key? The pass key is"),
