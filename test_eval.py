@@ -245,9 +245,8 @@ def test_recall_too_short_is_an_error():
 
 
 class RecallOracle(torch.nn.Module):
-    """A stand-in model with new_cache(), hidden() and lm_head: 'copy' answers every asked key with the value after
-    its first occurrence (a perfect recall circuit); 'constant' always answers the same value. Its cache holds
-    the tokens seen so far, so it reads sequences given a chunk at a time."""
+    """A stand-in model with hidden() and lm_head: 'copy' answers every asked key with the value after its first
+    occurrence (a perfect recall circuit); 'constant' always answers the same value."""
 
     def __init__(self, kind):
         super().__init__()
@@ -255,14 +254,10 @@ class RecallOracle(torch.nn.Module):
         self.lm_head = torch.nn.Identity()
         self.lm_head.weight = torch.zeros(1)
 
-    def new_cache(self, batch, max_len, dtype, device):
-        return [torch.zeros(batch, 0, dtype=torch.long)]
-
-    def hidden(self, idx, cache):
-        cache[0] = torch.cat([cache[0], idx], dim=1)
+    def hidden(self, idx):
         out = torch.zeros(*idx.shape, 256)
-        for b, row in enumerate(cache[0].tolist()):
-            for t, tok in enumerate(row[-idx.size(1):]):
+        for b, row in enumerate(idx.tolist()):
+            for t, tok in enumerate(row):
                 first = row.index(tok)
                 answer = row[first + 1] if self.kind == 'copy' and 2 <= tok < 66 and first + 1 < len(row) else 70
                 out[b, t, answer] = 1.0
@@ -271,27 +266,29 @@ class RecallOracle(torch.nn.Module):
 
 def test_recall_scores_a_copying_model_one_and_a_constant_one_in_64():
     bins = [0.0, 0.5]
-    copy = eval_long.recall_scores(RecallOracle('copy'), 64, 4, 40, np.random.default_rng(0), bins, prefill_chunk=20)
+    copy = eval_long.recall_scores(RecallOracle('copy'), 64, 4, 40, np.random.default_rng(0), bins, batch_tokens=200)
     assert copy['accuracy'] == copy['exact'] == 1.0 and copy['by_depth'] == {0.0: 1.0, 0.5: 1.0}
     const = eval_long.recall_scores(RecallOracle('constant'), 64, 8, 400, np.random.default_rng(1), bins)
     assert abs(const['accuracy'] - 1 / 64) < 0.01 and const['exact'] == 0.0
 
 
-def test_recall_far_past_the_training_length_equals_one_forward_pass():
-    """Recall at 20 times a model's training length, read through the KV cache in chunks (as eval_long.py does
-    at any length, in bounded memory), gives the logits of one full forward pass at the asked keys."""
+def test_recall_far_past_the_training_length_equals_the_reference_attention():
+    """Recall at 20 times a model's training length, read as eval_long.py reads it (one forward pass through the
+    fast kernels: the blocked sliding window, SDPA's causal kernel), gives the logits and the scores of the
+    explicit softmax over an explicit mask."""
     torch.manual_seed(0)
-    model = GPT(GPTConfig(n_layer=4, n_head=2, n_kv_head=1, n_embd=32, block_size=32, vocab_size=256,
-                          layer_pattern='SSSN', sliding_window=8)).eval()
+    config = dict(n_layer=4, n_head=2, n_kv_head=1, n_embd=32, block_size=32, vocab_size=256, layer_pattern='SSSN',
+                  sliding_window=8)
+    fast, reference = (GPT(GPTConfig(**config, attention=a)).eval() for a in ('auto', 'reference'))
+    reference.load_state_dict(fast.state_dict())
     x, _, _ = recall_batch(np.random.default_rng(4), 3, 640, 16)
-    x = torch.as_tensor(x)
-    asked = torch.arange(640 - 32, 640, 2)
-    chunked = eval_long.logits_at(model, x, asked, prefill_chunk=100)
+    x, asked = torch.as_tensor(x), torch.arange(640 - 32, 640, 2)
     with torch.no_grad():
-        whole = model.lm_head(model.hidden(x))[:, asked]
-    torch.testing.assert_close(chunked, whole, atol=1e-5, rtol=1e-5)
+        fast_logits, reference_logits = (m.lm_head(m.hidden(x)[:, asked]) for m in (fast, reference))
+    torch.testing.assert_close(fast_logits, reference_logits, atol=1e-5, rtol=1e-5)
     bins = [0.0, 0.5]
-    a, b = (eval_long.recall_scores(model, 640, 16, 6, np.random.default_rng(5), bins, prefill_chunk=c) for c in (64, 640))
+    a, b = (eval_long.recall_scores(m, 640, 16, 6, np.random.default_rng(5), bins, batch_tokens=1280)
+            for m in (fast, reference))
     assert a == b
 
 
