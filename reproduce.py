@@ -3,7 +3,7 @@ The paper's ablation at toy scale, in one command per track:
 
     python reproduce.py                                    # the text track: ~2 h 40 min on 2 CPU cores
     python reproduce.py --track=recall                     # the recall track: ~1 hour on 2 CPU cores
-    python reproduce.py --track=recall-window              # its window ablation, to 512x: ~71 min
+    python reproduce.py --track=recall-window              # its window ablation, to 512x: ~53 min
     python reproduce.py --variants=rope,rnope_swa --max_iters=40 --results=results-quick   # a quick look
 
 Text track: the seven variants below trained with train.py on Shakespeare with retrieval sequences, on the
