@@ -4,7 +4,7 @@
 # Three RoPE layers with a sliding window (theta 10k), then one NoPE layer with full attention,
 # repeated. The paper finds this hybrid matches a RoPE model on short-context tasks and beats it
 # on long-context retrieval (RULER, needle-in-a-haystack), while three layers in four keep only a
-# window-sized KV cache. Sized for a laptop CPU: about 18 minutes on 2 cores.
+# window-sized KV cache. Sized for a laptop CPU: about 23 minutes on 2 cores.
 # config/hybrid_long_gpu.py is the GPU version. Every choice below came from pilot runs:
 # results/hybrid_long_pilots.md (size, batch) and results/text_retrieval_pilots.md (retrieval).
 out_dir = 'out-hybrid-long'
