@@ -120,12 +120,14 @@ def text_word(enc, filler, rng):
             return enc.decode([t]).strip()
 
 
-def retrieval_sequence(enc, filler, length, rng, needles=1, ends=0.2):
+def retrieval_sequence(enc, filler, length, rng, needles=1, ends=0.2, distractors=0):
     """A training sequence of exactly `length` tokens: a window of the token array `filler` with 1 to `needles`
     needles in it, then a question for each, in a random order, each followed by its answer. The needles are
     in random formats (at most one passkey, which has no key) with distinct keys and values of 5 to 7 digits;
     each stands at a uniformly random depth, or with probability `ends` at the very start or the very end of
     the filler, so that every distance is trained. A needle that does not fit beside the others is left out.
+    Up to `distractors` sentences shaped like a needle but giving no number ("The crown is gentle.", words of the
+    text) stand at random places too, so that "The X is" alone does not point to the answer.
     Returns (tokens (length,) int64, scored (length,) bool: True at the answers' tokens (the number and the
     full stop that ends it), the only targets that are trained, and [(format, key, value, noun, position of the
     needle's first token)] in the order asked)."""
@@ -149,14 +151,22 @@ def retrieval_sequence(enc, filler, length, rng, needles=1, ends=0.2):
             keys.add(key)
         if len(parts) == n:
             break
-    n_fill = length - size(parts)
+    decoys = []  # hard negatives: a passkey model that copied after any "The X is" failed in eval_long's filler
+    for _ in range(int(rng.integers(0, distractors + 1)) if distractors else 0):
+        decoy = enc.encode_ordinary(f" The {text_word(enc, filler, rng)} is {text_word(enc, filler, rng)}.")
+        if size(parts) + sum(map(len, decoys)) + len(decoy) <= length - 8:
+            decoys.append(decoy)
+    n_fill = length - size(parts) - sum(map(len, decoys))
     if not parts:
         raise ValueError(f"a retrieval sequence of {length} tokens is too short for a needle and its question")
     if len(filler) < n_fill:
         raise ValueError(f"the text holds {len(filler)} tokens, too few for a retrieval sequence of {length}")
     start = int(rng.integers(0, len(filler) - n_fill + 1))
     text = np.asarray(filler[start:start + n_fill], dtype=np.int64)
-    u = rng.random(len(parts))
+    for decoy in decoys:  # each at a random place in the text, before the needles go in
+        at = int(rng.integers(0, len(text) + 1))
+        text = np.concatenate([text[:at], decoy, text[at:]])
+    n_fill, u = len(text), rng.random(len(parts))
     cuts = np.where(u < ends / 2, 0, np.where(u < ends, n_fill, rng.integers(0, n_fill + 1, len(parts))))
     order = np.argsort(cuts, kind='stable')
     pieces, at, where = [], 0, {}

@@ -57,6 +57,7 @@ stages = ()                               # ((from_iter, block_size, batch_size[
                                           # needles in text, only the answers scored); () = one stage of text
 retrieval_needles: '[1, inf)' = 4         # up to this many needles per retrieval sequence, each asked for
 retrieval_weight: '[0, inf)' = 1.0        # the answers' mean loss is added to the text's with this weight
+retrieval_distractors: '[0, inf)' = 0     # up to this many needle-shaped sentences without a number in each
 # model (see GPTConfig in model.py)
 n_layer: '[1, inf)' = 8
 n_head: '[1, inf)' = 4
@@ -190,8 +191,8 @@ def get_retrieval_batch(split, n, rng, T):
     """n retrieval sequences (n, T) of inputs and targets, the targets -1 but at the answers' value tokens."""
     data = np.memmap(os.path.join(data_dir, f'{split}.bin'), dtype=np.uint16, mode='r')
     try:
-        seqs, scored = map(np.stack, zip(*(retrieval_sequence(enc, data, T + 1, rng, retrieval_needles)[:2]
-                                           for _ in range(n))))
+        seqs, scored = map(np.stack, zip(*(retrieval_sequence(enc, data, T + 1, rng, retrieval_needles,
+                                                              distractors=retrieval_distractors)[:2] for _ in range(n))))
     except ValueError as e:
         fail(f"{e}: raise the retrieval length in stages")
     return to_device(seqs[:, :-1]), to_device(np.where(scored[:, 1:], seqs[:, 1:], -1))
