@@ -61,17 +61,18 @@ def test_inputs_a_folder_and_jsonl(tmp_path, capsys):
     assert "line 1" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize('length', [64, 257, 1025])
-def test_retrieval_sequence_layout(length, dataset):
+@pytest.mark.parametrize('length,distractors', [(64, 0), (257, 0), (1025, 0), (64, 4), (257, 4), (1025, 4)])
+def test_retrieval_sequence_layout(length, distractors, dataset):
     """Needles inside the sequence at depths that include its very start and the end of the filler, distinct
     keys, one passkey at most, every question answered with its needle's value, exactly `length` tokens, and
-    the targets scored exactly at the answers (the number and its full stop)."""
+    the targets scored exactly at the answers (the number and its full stop); with distractors, sentences
+    shaped like "The X is Y." without a number in the haystack too, and the layout as without."""
     enc = get_tokenizer()
     filler = np.fromfile(os.path.join(DATA, DATASET, 'train.bin'), dtype=np.uint16)
     rng = np.random.default_rng(length)
-    counts, at_start, at_end = set(), 0, 0
+    counts, at_start, at_end, decoys = set(), 0, 0, 0
     for _ in range(300):
-        tokens, scored, asked = retrieval_sequence(enc, filler, length, rng, needles=4)
+        tokens, scored, asked = retrieval_sequence(enc, filler, length, rng, needles=4, distractors=distractors)
         assert tokens.shape == scored.shape == (length,) and tokens.dtype == np.int64
         keys = [key for _, key, _, _, _ in asked]
         assert len(set(keys)) == len(keys)  # the passkey's key is None: at most one passkey
@@ -95,8 +96,11 @@ def test_retrieval_sequence_layout(length, dataset):
         assert at == length
         assert np.array_equal(scored, expected_scored)
         counts.add(len(asked))
+        decoys += len(re.findall(r' The [A-Za-z]+ is [A-Za-z]+\.', enc.decode(tokens[:tail].tolist())))
     assert counts == {1, 2, 3, 4} if length > 64 else 1 in counts  # as many needles as fit
     assert at_start > 0 and at_end > 0
+    # the text itself holds a few such sentences; the distractors add about one per sequence and more
+    assert decoys > 200 if distractors and length > 64 else decoys < 30
 
 
 def test_the_held_out_format_is_never_trained(dataset):
@@ -111,7 +115,7 @@ def test_the_held_out_format_is_never_trained(dataset):
         assert word in HELD_OUT_FORMAT[0] and word in HELD_OUT_FORMAT[1] and word not in trained
     assert not set(HELD_OUT_NAMES) & set(KEY_WORDS)
     for _ in range(300):
-        tokens, _, asked = retrieval_sequence(enc, filler, 512, rng, needles=4)
+        tokens, _, asked = retrieval_sequence(enc, filler, 512, rng, needles=4, distractors=4)
         texts = [[t.format(key=key, value=value, noun=noun) for t in NEEDLE_FORMATS[name]]
                  for name, key, value, noun, _ in asked]
         for (needle, _), (_, key, _, _, start) in zip(texts, asked):
