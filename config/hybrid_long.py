@@ -4,7 +4,7 @@
 # Three RoPE layers with a sliding window (theta 10k), then one NoPE layer with full attention,
 # repeated. The paper finds this hybrid matches a RoPE model on short-context tasks and beats it
 # on long-context retrieval (RULER, needle-in-a-haystack), while three layers in four keep only a
-# window-sized KV cache. Sized for a laptop CPU: about 23 minutes on 2 cores.
+# window-sized KV cache. Sized for a laptop CPU: about 20 minutes on 2 cores.
 # config/hybrid_long_gpu.py is the GPU version. Every choice below came from pilot runs:
 # results/hybrid_long_pilots.md (size, batch) and results/text_retrieval_pilots.md (retrieval).
 out_dir = 'out-hybrid-long'
@@ -28,10 +28,13 @@ dataset = 'shakespeare'
 # needles), then it learns to pick the asked key among up to four needles (128 tokens), then it meets the
 # final length.
 #          (from_iter, text context, text batch, retrieval length, retrieval batch)
-stages = ((0, 256, 4, 48, 48),
+stages = ((0, 256, 4, 48, 24),
           (500, 256, 4, 128, 8),
           (1300, 1024, 2, 1024, 2))
 retrieval_needles = 4
+retrieval_distractors = 4  # up to 4 sentences such as "The crown is gentle." in each haystack: without them a
+                           # model copied after any "The X is", and the passkey's filler ("The grass is green.")
+                           # beat it; with them 24 short sequences a step do what 48 did (pilots S2, D1)
 retrieval_weight = 0.3   # the answers' loss counts 0.3 against the text's: the circuit forms as fast, and the
                          # language model keeps more (val 4.98 against 5.12 at step 500 in pilots)
 gradient_accumulation_steps = 1
