@@ -151,10 +151,12 @@ def retrieval_sequence(enc, filler, length, rng, needles=1, ends=0.2, distractor
             keys.add(key)
         if len(parts) == n:
             break
-    decoys = []  # hard negatives: a passkey model that copied after any "The X is" failed in eval_long's filler
+    # Hard negatives: a model that copied after any "The X is" failed in eval_long's passkey filler. No draw
+    # when distractors=0, so that recipes without them see the same sequences as before.
+    decoys = []
     for _ in range(int(rng.integers(0, distractors + 1)) if distractors else 0):
         decoy = enc.encode_ordinary(f" The {text_word(enc, filler, rng)} is {text_word(enc, filler, rng)}.")
-        if size(parts) + sum(map(len, decoys)) + len(decoy) <= length - 8:
+        if size(parts) + sum(map(len, decoys)) + len(decoy) <= length - 8:  # 8 tokens of text at least stay
             decoys.append(decoy)
     n_fill = length - size(parts) - sum(map(len, decoys))
     if not parts:
