@@ -99,8 +99,8 @@ def test_retrieval_sequence_layout(length, distractors, dataset):
         decoys += len(re.findall(r' The [A-Za-z]+ is [A-Za-z]+\.', enc.decode(tokens[:tail].tolist())))
     assert counts == {1, 2, 3, 4} if length > 64 else 1 in counts  # as many needles as fit
     assert at_start > 0 and at_end > 0
-    # the text holds almost none (0 in these draws); with distractors about one in three short sequences and
-    # two in every longer one hold some
+    # the text holds none in these draws; with distractors about one in three 64-token sequences holds one,
+    # and longer ones about two each
     assert decoys > (50 if length == 64 else 300) if distractors else decoys < 10
 
 
