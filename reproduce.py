@@ -27,6 +27,7 @@ import os
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
@@ -82,8 +83,11 @@ out_root = ''                   # checkpoints and evaluations: out_root/<run>/; 
 results = 'results'             # where the logs, the tables and the plots go
 eval_samples: '[1, inf)' = 4              # text track: prompts per eval grid cell
 eval_lengths: '[1, inf)' = ()             # eval_long.py's --lengths; () = 1x-8x the training length (text), 1x-16x (recall)
+jobs: '[1, inf)' = 2                      # runs at a time, the cores shared out among them: on 2 cores two 1-thread
+                                          # runs got through 14% more steps than one 2-thread run
 configure(globals())
 python = sys.executable
+env = dict(os.environ, OMP_NUM_THREADS=str(max(1, (os.cpu_count() or 1) // jobs)))  # torch's threads per run
 os.chdir(os.path.dirname(os.path.abspath(__file__)))  # the scripts, config/ and out_root are relative to the repo
 
 if track not in TRACKS:
@@ -96,17 +100,18 @@ if set(chosen) - set(track_variants):
 
 
 def run(args, log_path):
-    """Run a repo script, its output to the terminal and to log_path; stop on failure. Returns the seconds it took."""
+    """Run a repo script, its output to log_path (and to the terminal when one job runs at a time); stop on
+    failure. Returns the seconds it took."""
     shown = ' '.join(['python'] + args[1:])
     print(f"$ {shown}", flush=True)
     t0 = time.time()
     with open(log_path, 'a') as log:
         log.write(f"$ {shown}\n")
         log.flush()
-        proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1)
+        proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1, env=env)
         for line in proc.stdout:
             log.write(line)
-            if not line.startswith('\r'):
+            if jobs == 1 and not line.startswith('\r'):
                 sys.stdout.write(line)
                 sys.stdout.flush()
         if proc.wait():
@@ -134,14 +139,16 @@ last = recipe['stages'][-1] if recipe.get('stages') else (0, recipe['block_size'
 T_train = max(last[1], last[3] if len(last) > 3 else 0)  # the training length: as train.py takes it
 if eval_lengths and T_train not in eval_lengths:  # the tables measure every length against it
     fail(f"eval_lengths={','.join(map(str, eval_lengths))} must include the training length, {T_train}")
-EVAL_ARGS = {'text': [f'--samples={eval_samples}', '--multiples=1,2,4,8'], 'recall': [],  # text: 1x to 8x
+EVAL_ARGS = {'text': [f'--samples={eval_samples}', '--multiples=1,2,4,8', '--ppl_windows=8'], 'recall': [],  # text: 1x to 8x
              'recall-window': ['--multiples=1,2,4,8,16,64,512', '--recall_pairs=8,32,64', '--recall_tokens=65536']}
 ANALYSIS_ARGS = {'text': [f'--samples={eval_samples}'], 'recall': [], 'recall-window': [f'--lengths={T_train},{64 * T_train}']}
 TEMPERATURE_ARGS = [f'--{k}={v}' for k, v in TEMPERATURE.items()]
 temperature_file = results_file(tuple(TEMPERATURE.values()))
 runs = [(n, s, f"{n}-s{s}") for n in chosen for s in range(seeds or seeds_of.get(n, other_seeds))]
 os.makedirs(results, exist_ok=True)
-for name, s, run_name in runs:
+
+
+def train_and_evaluate(name, s, run_name):
     out_dir = os.path.join(out_root, run_name)
     log_path = os.path.join(results, f"{track}-{run_name}.log")
     times_path = os.path.join(out_dir, 'times.json')
@@ -165,7 +172,19 @@ for name, s, run_name in runs:
                              + TEMPERATURE_ARGS, log_path)
     if not os.path.exists(os.path.join(out_dir, 'attention.json')):
         times['analysis'] = run([python, 'analyze_attention.py', f'--out_dir={out_dir}'] + ANALYSIS_ARGS[track], log_path)
+    times.update(jobs=jobs, cores=os.cpu_count())  # how many runs shared how many cores, for the tables
     write_atomic(times_path, lambda tmp: json.dump(times, open(tmp, 'w')))
+    print(f"{run_name} done: " + ', '.join(f"{k} {v:.0f} s" for k, v in times.items() if k not in ('jobs', 'cores')),
+          flush=True)
+
+
+with ThreadPoolExecutor(jobs) as pool:  # each run's train -> eval -> analysis in order; the runs side by side
+    try:
+        for done in [pool.submit(train_and_evaluate, *r) for r in runs]:
+            done.result()
+    except SystemExit:  # a run failed, with its one line: start no other; one under way finishes, kept for a rerun
+        pool.shutdown(cancel_futures=True)
+        raise
 
 
 def avg(values):
@@ -222,6 +241,9 @@ T = ev[runs[0][2]]['block_size']
 lengths = [str(L) for L in ev[runs[0][2]]['lengths']]
 by_variant = {n: [r for v, _, r in runs if v == n] for n in chosen}
 n_seeds = {n: len(rs) for n, rs in by_variant.items()}
+sharing = sorted({(tm[r].get('jobs', 1), tm[r].get('cores', '?')) for _, _, r in runs}, key=str)
+TIMES = ("Train s, eval + analysis s: each run's wall clock, with "
+         + ' or '.join(f"{j} run{'s' * (j > 1)} at a time on {c} cores" for j, c in sharing) + '.')
 
 
 def spread(values, fmt='{:.2f}'):
@@ -279,7 +301,7 @@ if track == 'recall-window':
                              + ' | '.join(spread(by_length[L]) for L in lengths) + ' |')
         lines.append('')
     lines += [f"Where the asked keys look ({read_config(config_file)['recall_pairs']} pairs): attention mass of the "
-              f"asked-key rows on the asked pair, per layer kind, mean over seeds, at {' and '.join(att_lengths)} tokens.",
+              f"asked-key rows on the asked pair, per layer kind, mean over seeds, at {' and '.join(att_lengths)} tokens. {TIMES}",
               '', '| variant | layers | ' + ' | '.join(f"pair mass {L}" for L in att_lengths) + ' | train s | eval + analysis s |',
               '|---|---|' + '---|' * len(att_lengths) + '---|---|']
     for n in chosen:
@@ -306,7 +328,7 @@ if track == 'recall-window':
 if track == 'recall':
     pairs = str(ev[runs[0][2]]['pairs'][0])  # the pairs of training
     lines = [f"Per-query accuracy (argmax, teacher-forced) on {ev[runs[0][2]]['samples'][lengths[0]]} fresh sequences of {pairs} "
-             f"pairs at each length, trained at {T} tokens; mean over seeds, (min-max) over seeds.", '',
+             f"pairs at each length, trained at {T} tokens; mean over seeds, (min-max) over seeds. {TIMES}", '',
              '| variant | layers | ' + ' | '.join(f"{int(L) // T}× ({int(L):,})" for L in lengths)
              + f' | exact match 1× / {int(lengths[-1]) // T}× | train s | eval + analysis s |',
              '|---|---|' + '---|' * len(lengths) + '---|---|---|']
@@ -370,7 +392,7 @@ for task, title in [*RETRIEVAL.items(), ('ruler', 'RULER-style tasks, mean of th
         lines.append(f"| {n} ({n_seeds[n]}) | {label(n)} | " + ' | '.join(spread(by_length[L]) for L in lengths) + ' |')
     lines.append('')
 lines += [f"**Language modelling**: validation loss at the training length ({T}), and mean loss over the first "
-          f"{T} and {lengths[-1]} tokens of held-out documents (loss by position: ppl_by_position.png)", '',
+          f"{T} and {lengths[-1]} tokens of held-out documents (loss by position: ppl_by_position.png). {TIMES}", '',
           '| variant (seeds) | layers | val loss at T | loss over T | over 8T | train s | eval + analysis s |',
           '|---|---|---|---|---|---|---|']
 for n in chosen:

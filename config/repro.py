@@ -11,8 +11,6 @@ out_dir = 'out-repro/rnope_swa-s0'
 stages = ((0, 256, 4, 48, 48),
           (400, 256, 4, 128, 8),
           (700, 512, 2, 512, 2))
-retrieval_distractors = 0  # the committed track (results/, 2026-12-02) predates the main job's distractors;
-                           # its rerun with them is issue 20's next step
 max_iters = 750
 eval_interval = 250
 seed = 1337
