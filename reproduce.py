@@ -1,7 +1,7 @@
 """
 The paper's ablation at toy scale, in one command per track:
 
-    python reproduce.py                                    # the text track: ~2 h 40 min on 2 CPU cores
+    python reproduce.py                                    # the text track: ~1 h 36 min on 2 CPU cores
     python reproduce.py --track=recall                     # the recall track: ~1 hour on 2 CPU cores
     python reproduce.py --track=recall-window              # its window ablation, to 512x: ~53 min
     python reproduce.py --variants=rope,rnope_swa --max_iters=40 --results=results-quick   # a quick look
@@ -17,9 +17,10 @@ asked pair, in results/recall.md (its first part) and beside it.
 Recall-window track: RNoPE-SWA on the recall task with windows of 16 to 128 and RRRN, two seeds each,
 evaluated at 1x to 512x with 8, 32 and 64 pairs (with the NoPE temperature at evaluation too where the
 window is wide), and analysed at 1x and 64x: results/recall.md's second part, recall_window.png and .json.
-A run whose checkpoint has already finished is not trained again, one that stopped part way continues from
-its last checkpoint, and one whose evaluation exists is not evaluated again, so an interrupted run picks up
-where it stopped (delete out_root to start afresh).
+Runs go two at a time (--jobs), each with its share of the cores; their output goes to their logs. A run
+whose checkpoint has already finished is not trained again, one that stopped part way continues from its last
+checkpoint, and one whose evaluation exists is not evaluated again, so an interrupted run picks up where it
+stopped (delete out_root to start afresh).
 """
 
 import json
@@ -100,8 +101,8 @@ if set(chosen) - set(track_variants):
 
 
 def run(args, log_path):
-    """Run a repo script, its output to log_path (and to the terminal when one job runs at a time); stop on
-    failure. Returns the seconds it took."""
+    """Run a repo script, its output to log_path (and to the terminal when one job runs at a time). Returns the
+    seconds it took."""
     shown = ' '.join(['python'] + args[1:])
     print(f"$ {shown}", flush=True)
     t0 = time.time()
@@ -111,11 +112,12 @@ def run(args, log_path):
         proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1, env=env)
         for line in proc.stdout:
             log.write(line)
+            log.flush()  # tail -f shows the runs as they go
             if jobs == 1 and not line.startswith('\r'):
                 sys.stdout.write(line)
                 sys.stdout.flush()
-        if proc.wait():
-            fail(f"{args[1]} failed (exit {proc.returncode}); its output is in {log_path}")
+        if proc.wait():  # stops the track: the main thread says so in one line
+            raise RuntimeError(f"{args[1]} failed (exit {proc.returncode}); its output is in {log_path}")
     return time.time() - t0
 
 
@@ -162,7 +164,8 @@ def train_and_evaluate(name, s, run_name):
                 os.remove(os.path.join(out_dir, f))
         resume = ['--init_from=resume'] if os.path.exists(os.path.join(out_dir, 'ckpt.pt')) else []
         times = {'train': run([python, 'train.py', config_file, f'--out_dir={out_dir}', f'--max_iters={iters}']
-                              + extra + resume, log_path)}
+                              + extra + resume, log_path),
+                 'jobs': jobs, 'cores': os.cpu_count()}  # how many runs shared how many cores, for the tables
     lengths_arg = [f"--lengths={','.join(map(str, eval_lengths))}"] if eval_lengths else []
     if not os.path.exists(os.path.join(out_dir, 'eval_long.json')):
         times['eval'] = run([python, 'eval_long.py', f'--out_dir={out_dir}'] + EVAL_ARGS[track] + lengths_arg, log_path)
@@ -172,7 +175,6 @@ def train_and_evaluate(name, s, run_name):
                              + TEMPERATURE_ARGS, log_path)
     if not os.path.exists(os.path.join(out_dir, 'attention.json')):
         times['analysis'] = run([python, 'analyze_attention.py', f'--out_dir={out_dir}'] + ANALYSIS_ARGS[track], log_path)
-    times.update(jobs=jobs, cores=os.cpu_count())  # how many runs shared how many cores, for the tables
     write_atomic(times_path, lambda tmp: json.dump(times, open(tmp, 'w')))
     print(f"{run_name} done: " + ', '.join(f"{k} {v:.0f} s" for k, v in times.items() if k not in ('jobs', 'cores')),
           flush=True)
@@ -182,9 +184,9 @@ with ThreadPoolExecutor(jobs) as pool:  # each run's train -> eval -> analysis i
     try:
         for done in [pool.submit(train_and_evaluate, *r) for r in runs]:
             done.result()
-    except SystemExit:  # a run failed, with its one line: start no other; one under way finishes, kept for a rerun
+    except RuntimeError as failed:  # start no other run; one under way finishes, kept for a rerun
         pool.shutdown(cancel_futures=True)
-        raise
+        fail(str(failed))
 
 
 def avg(values):
@@ -241,9 +243,9 @@ T = ev[runs[0][2]]['block_size']
 lengths = [str(L) for L in ev[runs[0][2]]['lengths']]
 by_variant = {n: [r for v, _, r in runs if v == n] for n in chosen}
 n_seeds = {n: len(rs) for n, rs in by_variant.items()}
-sharing = sorted({(tm[r].get('jobs', 1), tm[r].get('cores', '?')) for _, _, r in runs}, key=str)
+sharing = sorted({(tm[r].get('jobs', 1), tm[r].get('cores')) for _, _, r in runs}, key=str)
 TIMES = ("Train s, eval + analysis s: each run's wall clock, with "
-         + ' or '.join(f"{j} run{'s' * (j > 1)} at a time on {c} cores" for j, c in sharing) + '.')
+         + ' or '.join(f"{j} run{'s' * (j > 1)} at a time" + (f" on {c} cores" if c else '') for j, c in sharing) + '.')
 
 
 def spread(values, fmt='{:.2f}'):

@@ -216,6 +216,17 @@ def test_reproduce_trains_evaluates_and_tabulates(dataset, tmp_path):
     assert open(tmp_path / 'results' / 'results.md').read() == table
 
 
+def test_reproduce_stops_at_a_failed_run_in_one_line(tmp_path):
+    """Runs side by side that fail (a dataset that does not exist): the track stops with one line naming the script
+    and its log, exit 2, no traceback, nothing tabulated."""
+    p = run('reproduce.py', '--variants=rope,nope,rnope', '--seeds=1', '--max_iters=2', '--dataset=no_such_set',
+            '--jobs=2', f'--out_root={tmp_path}/out', f'--results={tmp_path}/results', ok=False)
+    assert p.returncode == 2 and 'Traceback' not in p.stderr and p.stderr.count('\n') == 1, p.stderr
+    assert re.search(r'train\.py failed \(exit 2\); its output is in .*text-(rope|nope|rnope)-s0\.log', p.stderr)
+    assert "dataset 'no_such_set' not found" in open(tmp_path / 'results' / 'text-rope-s0.log').read()
+    assert not os.path.exists(tmp_path / 'results' / 'results.md')
+
+
 # --- associative recall ---------------------------------------------------------------
 
 @pytest.mark.parametrize('length,pairs', [(10, 2), (34, 8), (128, 8), (129, 4), (600, 16)])
@@ -349,7 +360,10 @@ def test_reproduce_recall_track_runs_end_to_end(tmp_path):
             '--max_iters=3', f'--out_root={tmp_path}/out', f'--results={tmp_path}/results', '--eval_lengths=128,256']
     p = run(*args)
     assert p.stdout.count('$ python train.py config/recall.py') == 4 and '--nope_temperature=0.1' in p.stdout
+    assert p.stdout.count(' done: train ') == 4 and 'iter 0:' not in p.stdout  # two at a time: their output in the logs
+    assert 'iter 0:' in open(tmp_path / 'results' / 'recall-rope-s1.log').read()
     table = open(tmp_path / 'results' / 'recall.md').read()
+    assert "each run's wall clock, with 2 runs at a time on" in table
     assert '| rope | `R` |' in table and '| rnope_swa_temp | `SSSN` +NoPE temp. β=0.1 |' in table
     summary = json.load(open(tmp_path / 'results' / 'recall.json'))
     assert summary['seeds'] == {'rope': 2, 'rnope_swa_temp': 2} and len(summary['variants']['rope']['accuracy']['256']) == 2
