@@ -2,8 +2,8 @@
 The paper's ablation at toy scale, in one command per track:
 
     python reproduce.py                                    # the text track: ~1 h 36 min on 2 CPU cores
-    python reproduce.py --track=recall                     # the recall track: ~1 hour on 2 CPU cores
-    python reproduce.py --track=recall-window              # its window ablation, to 512x: ~53 min
+    python reproduce.py --track=recall                     # the recall track: ~1 hour on 2 CPU cores (--jobs=1)
+    python reproduce.py --track=recall-window              # its window ablation, to 512x: ~53 min (--jobs=1)
     python reproduce.py --variants=rope,rnope_swa --max_iters=40 --results=results-quick   # a quick look
 
 Text track: the seven variants below trained with train.py on Shakespeare with retrieval sequences, on the
