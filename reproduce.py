@@ -88,7 +88,6 @@ jobs: '[1, inf)' = 2                      # runs at a time, the cores shared out
                                           # runs got through 14% more steps than one 2-thread run
 configure(globals())
 python = sys.executable
-env = dict(os.environ, OMP_NUM_THREADS=str(max(1, (os.cpu_count() or 1) // jobs)))  # torch's threads per run
 os.chdir(os.path.dirname(os.path.abspath(__file__)))  # the scripts, config/ and out_root are relative to the repo
 
 if track not in TRACKS:
@@ -147,6 +146,8 @@ ANALYSIS_ARGS = {'text': [f'--samples={eval_samples}'], 'recall': [], 'recall-wi
 TEMPERATURE_ARGS = [f'--{k}={v}' for k, v in TEMPERATURE.items()]
 temperature_file = results_file(tuple(TEMPERATURE.values()))
 runs = [(n, s, f"{n}-s{s}") for n in chosen for s in range(seeds or seeds_of.get(n, other_seeds))]
+jobs = min(jobs, len(runs))  # one run alone gets every core
+env = dict(os.environ, OMP_NUM_THREADS=str(max(1, (os.cpu_count() or 1) // jobs)))  # torch's threads per run
 os.makedirs(results, exist_ok=True)
 
 

@@ -211,6 +211,7 @@ def test_reproduce_trains_evaluates_and_tabulates(dataset, tmp_path):
     table = open(tmp_path / 'results' / 'results.md').read()
     assert '| rnope_swa (1) | `SSSN` |' in table and '**a needle format' in table
     assert 'train.py' in p.stdout and 'eval_long.py' in p.stdout and 'analyze_attention.py' in p.stdout
+    assert 'iter 0:' in p.stdout and "with 1 run at a time on" in table  # one run alone: every core, its output shown
     p = run(*args)  # everything is done already: nothing is trained or evaluated again
     assert 'train.py' not in p.stdout and 'eval_long.py' not in p.stdout
     assert open(tmp_path / 'results' / 'results.md').read() == table
