@@ -258,8 +258,7 @@ class GPT(nn.Module):
         """(model in eval mode on device, in dtype if given, the checkpoint dict) from train.py's ckpt.pt. Anything else
         raises ValueError: one line naming the file, what is wrong and the fix. weights_only=True: unpickling may
         build tensors and plain values only, never run code."""
-        def refuse(problem):
-            return ValueError(f"{path} is not loaded: {problem}")
+        refuse = lambda problem: ValueError(f"{path} is not loaded: {problem}")
         try:
             ckpt = torch.load(path, map_location='cpu', weights_only=True)
         except Exception as e:  # a folder, text, a truncated file, a pickle that would run code...
@@ -393,11 +392,14 @@ class GPT(nn.Module):
     # -------------------------------------------------------------------------
     # Training helper, in nanoGPT's manner (the FLOPs behind MFU: configurator.flops_per_token)
 
-    def configure_optimizers(self, weight_decay, learning_rate, betas, device_type):
-        """AdamW; weight decay on matrices only (norm gains are not decayed)."""
-        params = [p for p in self.parameters() if p.requires_grad]
-        groups = [{'params': [p for p in params if p.dim() >= 2], 'weight_decay': weight_decay},
-                  {'params': [p for p in params if p.dim() < 2], 'weight_decay': 0.0}]
+    def configure_optimizers(self, weight_decay, learning_rate, betas, device_type, embedding_lr_scale=1.0):
+        """AdamW, decay on matrices only. The embedding (also the output layer) starts at unit scale, other matrices near
+        1/sqrt(3 C): at one rate it moves ~20x less for its size, hence embedding_lr_scale (its decay per step kept)."""
+        params, emb = [p for p in self.parameters() if p.requires_grad], self.transformer.wte.weight
+        groups = [dict(params=[emb], lr=learning_rate * embedding_lr_scale, lr_scale=embedding_lr_scale,
+                       weight_decay=weight_decay / embedding_lr_scale),  # train.py sets lr = schedule x lr_scale
+                  dict(params=[p for p in params if p.dim() >= 2 and p is not emb], lr_scale=1.0, weight_decay=weight_decay),
+                  dict(params=[p for p in params if p.dim() < 2], lr_scale=1.0, weight_decay=0.0)]
         return torch.optim.AdamW(groups, lr=learning_rate, betas=betas, fused=device_type == 'cuda')
 
 
@@ -473,8 +475,7 @@ def sliding_window_blocked(q, k, v, window):
 @lru_cache(maxsize=16)
 def sliding_block_mask(T, window, device):
     """FlexAttention's block-sparse mask: it skips every 128x128 tile outside the band. Built once per (T, W)."""
-    def in_window(b, h, q_idx, kv_idx):
-        return (kv_idx <= q_idx) & (q_idx - kv_idx < window)
+    in_window = lambda b, h, q_idx, kv_idx: (kv_idx <= q_idx) & (q_idx - kv_idx < window)
     return create_block_mask(in_window, B=None, H=None, Q_LEN=T, KV_LEN=T, device=device)
 
 
@@ -550,10 +551,8 @@ def compiled_decode_step(model):
     a few hundred. On a CPU, by Inductor, with each matmul of a few rows written as a multiply and a sum
     (mm_as_reduction)."""
     if getattr(model, '_compiled_step', None) is None:
-        if model.lm_head.weight.is_cuda:
-            model._compiled_step = torch.compile(model.decode_step, mode='reduce-overhead', fullgraph=True)
-        else:
-            model._compiled_step = torch.compile(model.decode_step, backend=inductor_mm_as_reduction, fullgraph=True)
+        how = dict(mode='reduce-overhead') if model.lm_head.weight.is_cuda else dict(backend=inductor_mm_as_reduction)
+        model._compiled_step = torch.compile(model.decode_step, fullgraph=True, **how)
     return model._compiled_step
 
 

@@ -289,6 +289,31 @@ def test_a_config_overlay_changes_only_what_it_sets(tmp_path):
         configure(settings(), [str(tmp_path / 'typo.py')])
 
 
+@pytest.mark.parametrize('scale', [1.0, 4.0])
+def test_the_embedding_learns_at_its_own_rate(scale):
+    """One AdamW step with embedding_lr_scale = s: the embedding's update is s times the update at one rate, its decay
+    per step stays what it was, and every other parameter steps exactly as at one rate. A parameter in no group, or in
+    two, would fail here too (the counts)."""
+    lr, wd, x = 1e-2, 0.1, tokens(16)
+    steps = []
+    for s in (1.0, scale):
+        model = make().train()
+        before = {n: p.detach().clone() for n, p in model.named_parameters()}
+        opt = model.configure_optimizers(wd, lr, (0.9, 0.95), 'cpu', embedding_lr_scale=s)
+        assert sorted(id(p) for g in opt.param_groups for p in g['params']) == sorted(map(id, model.parameters()))
+        model(x, x)[1].backward()
+        opt.step()
+        steps.append({n: p.detach() - before[n] for n, p in model.named_parameters()})
+    emb = 'transformer.wte.weight'
+    w0 = make().transformer.wte.weight.detach()
+    decay = -lr * wd * w0  # AdamW's decoupled decay, lr x weight_decay per step, the same at any scale
+    torch.testing.assert_close(steps[1][emb] - decay, scale * (steps[0][emb] - decay))
+    assert (steps[0][emb] - decay).abs().max() > 1e-3  # the update itself is not negligible beside the decay
+    for name in steps[0]:
+        if name != emb:
+            torch.testing.assert_close(steps[1][name], steps[0][name], rtol=0, atol=0)
+
+
 # --- configurator ----------------------------------------------------------------
 
 def settings():

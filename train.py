@@ -81,6 +81,7 @@ grad_clip: '[0, inf)' = 1.0               # clip the gradient norm at this value
 warmup_iters: '[0, inf)' = 10
 lr_decay_iters: '[0, inf)' = 0            # 0 = max_iters
 min_lr: '[0, inf)' = 2e-4
+embedding_lr_scale: '(0, inf)' = 1.0      # the token embedding's learning rate against the rest's (model.py)
 # system
 device = 'auto'                           # 'auto', 'cpu', 'cuda', 'cuda:1', 'mps'
 dtype = 'auto'                            # 'auto': bfloat16 where the GPU has it, float32 on CPU (bf16 is slower there)
@@ -249,7 +250,7 @@ except ValueError as e:
 model = GPT(gptconf).to(device)
 if checkpoint is not None:
     model.load_state_dict(checkpoint['model'])
-optimizer = model.configure_optimizers(weight_decay, learning_rate, (beta1, beta2), device_type)
+optimizer = model.configure_optimizers(weight_decay, learning_rate, (beta1, beta2), device_type, embedding_lr_scale)
 data_rng = np.random.default_rng(seed)  # the same on every process: all draw the global batch, each takes its part
 if checkpoint is not None:
     try:
@@ -371,7 +372,7 @@ while True:
         t0, step_losses = time.time(), []
     lr = get_lr(iter_num)
     for group in optimizer.param_groups:
-        group['lr'] = lr
+        group['lr'] = lr * group['lr_scale']
     if master and (iter_num % eval_interval == 0 or iter_num == max_iters) and iter_num != resumed_at:  # (done before the checkpoint)
         t_eval = time.time()
         losses = estimate_loss(T, max(B, 1), R, BR)
