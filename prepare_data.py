@@ -19,6 +19,7 @@ import glob
 import json
 import lzma
 import os
+import re
 
 import numpy as np
 import tiktoken
@@ -120,7 +121,8 @@ def text_word(enc, filler, rng):
             return enc.decode([t]).strip()
 
 
-def retrieval_sequence(enc, filler, length, rng, needles=1, ends=0.2, distractors=0):
+def retrieval_sequence(enc, filler, length, rng, needles=1, ends=0.2, distractors=0, same_wording=0.0,
+                       shared_word=0.0):
     """A training sequence of exactly `length` tokens: a window of the token array `filler` with 1 to `needles`
     needles in it, then a question for each, in a random order, each followed by its answer. The needles are
     in random formats (at most one passkey, which has no key) with distinct keys and values of 5 to 7 digits;
@@ -128,11 +130,21 @@ def retrieval_sequence(enc, filler, length, rng, needles=1, ends=0.2, distractor
     the filler, so that every distance is trained. A needle that does not fit beside the others is left out.
     Up to `distractors` sentences shaped like a needle but giving no number ("The crown is gentle.", words of the
     text) stand at random places too, so that "The X is" alone does not point to the answer.
+    With probability `same_wording` a sequence drawn with two needles or more puts them all in one wording (one
+    format, one noun, no passkey), so that only the key tells them apart; and each key after the first shares
+    a word, in the same place, with an earlier key with probability `shared_word` ('amber river', then
+    'amber kindle'), so that the whole key must match, not one word of it.
     Returns (tokens (length,) int64, scored (length,) bool: True at the answers' tokens (the number and the
     full stop that ends it), the only targets that are trained, and [(format, key, value, noun, position of the
     needle's first token)] in the order asked)."""
     parts, keys, n = [], set(), int(rng.integers(1, needles + 1))
     size = lambda ps: sum(len(p['needle']) + len(p['question']) + len(p['answer']) for p in ps)
+    # the one wording (format, noun) of a same-wording sequence; no draw when same_wording=0, so that recipes
+    # without it see the same sequences as before
+    one = None
+    if same_wording and n > 1 and rng.random() < same_wording:
+        keyed = [name for name in NEEDLE_FORMATS if name != 'passkey']
+        one = (keyed[rng.integers(len(keyed))], NOUNS[rng.integers(len(NOUNS))])
     for _ in range(8 * n):  # draws; a needle that does not fit beside the ones drawn before is left out
         name = list(NEEDLE_FORMATS)[rng.integers(len(NEEDLE_FORMATS))]
         key = random_key(rng) if name != 'passkey' else None
@@ -143,6 +155,16 @@ def retrieval_sequence(enc, filler, length, rng, needles=1, ends=0.2, distractor
         # only 20 words as keys answered for no other key (results/text_retrieval_pilots.md, H and K2).
         if rng.random() < 0.5 and key:
             key = f"{text_word(enc, filler, rng)} {text_word(enc, filler, rng)}"
+        if one:
+            name, noun = one
+            key = key or random_key(rng)
+        earlier = [p['key'] for p in parts if p['key']]
+        if shared_word and key and earlier and rng.random() < shared_word:
+            # an earlier key with one word, in place, swapped for the drawn key's first: 'amber kindle'
+            words, new = re.split('([- ])', earlier[rng.integers(len(earlier))]), re.split('[- ]', key)[0]
+            i = 2 * int(rng.integers(2))  # 0: the first word, 2: the second ([word, separator, word])
+            words[i] = new.title() if words[i][:1].isupper() else new.lower()
+            key = ''.join(words)
         needle, question = (t.format(key=key, value=value, noun=noun) for t in NEEDLE_FORMATS[name])
         part = dict(name=name, key=key, value=value, noun=noun, needle=enc.encode_ordinary(' ' + needle),
                     question=enc.encode_ordinary('\n' + question), answer=enc.encode_ordinary(f" {value}."))

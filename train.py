@@ -58,6 +58,8 @@ stages = ()                               # ((from_iter, block_size, batch_size[
 retrieval_needles: '[1, inf)' = 4         # up to this many needles per retrieval sequence, each asked for
 retrieval_weight: '[0, inf)' = 1.0        # the answers' mean loss is added to the text's with this weight
 retrieval_distractors: '[0, inf)' = 0     # up to this many needle-shaped sentences without a number in each
+retrieval_same_wording: '[0, 1]' = 0.0    # share of multi-needle sequences with every needle in one wording
+retrieval_shared_word: '[0, 1]' = 0.0     # chance that a key shares a word, in place, with an earlier key
 # model (see GPTConfig in model.py)
 n_layer: '[1, inf)' = 8
 n_head: '[1, inf)' = 4
@@ -193,7 +195,10 @@ def get_retrieval_batch(split, n, rng, T):
     data = np.memmap(os.path.join(data_dir, f'{split}.bin'), dtype=np.uint16, mode='r')
     try:
         seqs, scored = map(np.stack, zip(*(retrieval_sequence(enc, data, T + 1, rng, retrieval_needles,
-                                                              distractors=retrieval_distractors)[:2] for _ in range(n))))
+                                                              distractors=retrieval_distractors,
+                                                              same_wording=retrieval_same_wording,
+                                                              shared_word=retrieval_shared_word)[:2]
+                                           for _ in range(n))))
     except ValueError as e:
         fail(f"{e}: raise the retrieval length in stages")
     return to_device(seqs[:, :-1]), to_device(np.where(scored[:, 1:], seqs[:, 1:], -1))
