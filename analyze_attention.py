@@ -29,25 +29,33 @@ import torch
 from tqdm import tqdm
 
 from configurator import configure, fail, load_model, resolve_device, write_atomic
-from eval_long import Haystack, NEEDLE, QUESTION, RULER_INTRO, have_matplotlib, haystack_prompt, held_out_text, \
-    random_keys, random_number
+from eval_long import HELD_OUT_INTRO, NEEDLE, QUESTION, RULER_INTRO, Haystack, same_wording_needles, have_matplotlib, \
+    haystack_prompt, held_out_text, random_keys, random_number
 from model import attention_weights, visible
-from prepare_data import DATA, get_tokenizer, recall_batch
+from prepare_data import DATA, HELD_OUT_FORMAT, get_tokenizer, recall_batch
 
 SEGMENTS = ('begin', 'needle', 'context', 'question')                    # of a needle prompt's keys
+BINDING_SEGMENTS = ('begin', 'needle', 'other needles', 'context', 'question')  # with several, one asked
 RECALL_SEGMENTS = ('begin', 'pair', 'other pairs', 'filler', 'query')  # of a recall sequence's keys, per query
 
 
-def needle_prompt(enc, hay, length, rng):
-    """A needle-in-a-haystack prompt with its answer appended: tokens (length,), the needle's
-    (start, end), and where the question begins. The question and answer are the query rows."""
-    key, value = random_keys(rng, 1)[0], random_number(rng)
-    answer = enc.encode_ordinary(f" {value}.")
-    question = QUESTION.format(key=key)
-    tokens, spans = haystack_prompt(enc, hay, length - len(answer), [rng.random()], [NEEDLE.format(key=key, value=value)],
-                                    RULER_INTRO, question, rng)
+def needle_prompt(enc, hay, length, rng, needles=1):
+    """A needle-in-a-haystack prompt with its answer appended: tokens (length,), the needles' (start, end) spans
+    (the asked needle's first), where the question begins, and the first query row analysed. One needle:
+    RULER's magic number, and the rows are the question and the answer. More: eval_long.py's binding prompt,
+    every needle in one wording and only the keys differing, and the rows are those that predict the answer
+    (its last question token on), where the asked key must be matched."""
+    if needles == 1:
+        key, value = random_keys(rng, 1)[0], random_number(rng)
+        texts, keys, values = [NEEDLE.format(key=key, value=value)], [key], [value]
+        intro, question = RULER_INTRO, QUESTION.format(key=key)
+    else:
+        texts, keys, values = same_wording_needles(rng, needles)
+        intro, question = HELD_OUT_INTRO, HELD_OUT_FORMAT[1].format(key=keys[0])
+    answer = enc.encode_ordinary(f" {values[0]}.")
+    tokens, spans = haystack_prompt(enc, hay, length - len(answer), rng.random(needles), texts, intro, question, rng)
     q_start = len(tokens) - len(enc.encode_ordinary('\n' + question))
-    return np.concatenate([tokens, answer]), spans[0], q_start
+    return np.concatenate([tokens, answer]), spans, q_start, q_start if needles == 1 else len(tokens) - 1
 
 
 @torch.no_grad()
@@ -78,17 +86,19 @@ def bucket_edges(T):
     return [0, 1] + [2 ** i for i in range(1, max(1, math.ceil(math.log2(T))) + 1)]
 
 
-def needle_batch(prompts, sink, device):
-    """Needle prompts of one length T as analyze() takes them: token ids (B, T), the query rows (R,) from the
-    first question token on, and the segment of every key (B, 1, T), the same for every row of a prompt."""
+def needle_batch(prompts, names, sink, device):
+    """Needle prompts of one length T as analyze() takes them: token ids (B, T), the query rows (R,), and the
+    segment of every key (B, 1, T) as an index into names (SEGMENTS, or BINDING_SEGMENTS where the prompts
+    have several needles), the same for every row of a prompt."""
     T = len(prompts[0][0])
     idx = torch.as_tensor(np.stack([p[0] for p in prompts]), device=device)
-    rows = torch.arange(min(p[2] for p in prompts), T, device=device)
-    seg = torch.full((len(prompts), 1, T), SEGMENTS.index('context'), device=device)
-    for b, (_, (n0, n1), qs) in enumerate(prompts):
-        seg[b, :, n0:n1] = SEGMENTS.index('needle')
-        seg[b, :, qs:] = SEGMENTS.index('question')
-    seg[:, :, :sink] = SEGMENTS.index('begin')
+    rows = torch.arange(min(p[3] for p in prompts), T, device=device)
+    seg = torch.full((len(prompts), 1, T), names.index('context'), device=device)
+    for b, (_, spans, qs, _) in enumerate(prompts):
+        for i, (n0, n1) in enumerate(spans):
+            seg[b, :, n0:n1] = names.index('other needles' if i else 'needle')
+        seg[b, :, qs:] = names.index('question')
+    seg[:, :, :sink] = names.index('begin')
     return idx, rows, seg
 
 
@@ -182,6 +192,8 @@ if __name__ == '__main__':
     out_dir = 'out-hybrid-long'
     lengths: '[1, inf)' = ()              # prompt lengths in tokens (--lengths=512,2048); () = the training length and 4 x it
     samples: '[1, inf)' = 4               # prompts per length (their needles at random depths)
+    needles: '[1, inf)' = 1               # 1: a magic-number needle; more: that many in one wording, one asked
+                                          # (eval_long.py's binding task): does the asked key's needle win?
     sink: '[0, inf)' = 10                 # the first tokens, counted as the 'begin' segment
     dataset = ''              # haystack text; '' = the checkpoint's dataset (held-out documents)
     seed: '[0, inf)' = 1234
@@ -215,8 +227,10 @@ if __name__ == '__main__':
         hay = Haystack(enc, held_out_text(dataset))
         if len(hay.tokens) < max(L_list) or min(L_list) < 4 * sink + 100:
             fail(f"lengths={L_list} must lie between {4 * sink + 100} and the held-out text's {len(hay.tokens):,} tokens")
-        make = {L: needle_batch([needle_prompt(enc, hay, L, rng) for _ in range(samples)], sink, device) for L in L_list}
-        names, rows_are = SEGMENTS, 'the question+answer rows'
+        names = BINDING_SEGMENTS if needles > 1 else SEGMENTS
+        make = {L: needle_batch([needle_prompt(enc, hay, L, rng, needles) for _ in range(samples)], names, sink,
+                                device) for L in L_list}
+        rows_are = 'the question+answer rows' if needles == 1 else f'the answer rows ({needles} needles, one asked)'
     print(f"{out_dir}: layers {model.config.layer_kinds()}, window {model.config.sliding_window}, "
           f"qk_norm {model.config.qk_norm}, trained at {T} tokens", flush=True)
 

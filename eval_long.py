@@ -12,6 +12,9 @@ Tasks (--tasks, comma-separated):
            boundary of a held-out document, substring match; lengths x depths, drawn as a heat map
   heldout  niah with a needle and a question in a format that training never uses (other words, and keys
            that are names; prepare_data.HELD_OUT_FORMAT): does retrieval generalise beyond the templates?
+  binding  2 or 4 needles in one wording (heldout's), differing only in their keys, and a question for
+           one of them: retrieval by key, not by wording; the share of answers that give the asked value,
+           and of those that give another needle's
   ruler    RULER-style synthetic tasks: single needle, multi-key (with distractor needles), multi-value,
            multi-query, variable tracking, common-words extraction; score = fraction of the reference
            strings found in the output
@@ -81,7 +84,7 @@ class Haystack:
 
 def haystack_prompt(enc, hay, length, depths, needles, intro, question, rng):
     """Tokens (exactly `length`) of intro + filler with needles[i] at depth depths[i] + question.
-    Returns the tokens and the (start, end) token span of each needle."""
+    Returns the tokens and the (start, end) token span of each needle, in the order of `needles`."""
     pre, post = enc.encode_ordinary(intro), enc.encode_ordinary('\n' + question)
     needle_toks = [enc.encode_ordinary(' ' + n) for n in needles]
     n_fill = length - len(pre) - len(post) - sum(map(len, needle_toks))
@@ -89,15 +92,15 @@ def haystack_prompt(enc, hay, length, depths, needles, intro, question, rng):
         raise ValueError(f"length {length} is too short for this task's needles and question")
     filler, bounds = hay.fill(n_fill, rng)
     cuts = [int(bounds[np.abs(bounds - d * n_fill).argmin()]) for d in depths]  # nearest sentence boundary
-    out, spans, at = [pre], [], 0
-    for cut, toks in sorted(zip(cuts, needle_toks), key=lambda ct: ct[0]):
-        out.append(filler[at:cut])
+    out, spans, at = [pre], {}, 0
+    for i in sorted(range(len(cuts)), key=lambda i: cuts[i]):
+        out.append(filler[at:cuts[i]])
         start = sum(map(len, out))
-        out.append(toks)
-        spans.append((start, start + len(toks)))
-        at = cut
+        out.append(needle_toks[i])
+        spans[i] = (start, start + len(needle_toks[i]))
+        at = cuts[i]
     out += [filler[at:], post]
-    return np.concatenate([np.asarray(o, dtype=np.int64) for o in out]), spans
+    return np.concatenate([np.asarray(o, dtype=np.int64) for o in out]), [spans[i] for i in range(len(cuts))]
 
 
 def random_number(rng):
@@ -132,6 +135,33 @@ def task_heldout(enc, hays, length, depth, rng):
     needle, question = (t.format(key=key, value=value) for t in HELD_OUT_FORMAT)
     tokens, spans = haystack_prompt(enc, hays['text'], length, [depth], [needle], HELD_OUT_INTRO, question, rng)
     return tokens, [value], spans, 8
+
+
+def same_wording_needles(rng, k):
+    """k needles in the held-out format, one wording, with distinct held-out keys (two names each, which two
+    keys may share) and distinct values: the texts, the keys and the values."""
+    keys = []
+    while len(keys) < k:
+        key = ' '.join(rng.choice(HELD_OUT_NAMES, 2, replace=False))
+        keys += [key] if key not in keys else []
+    values = [str(v) for v in rng.choice(900000, k, replace=False) + 100000]
+    return [HELD_OUT_FORMAT[0].format(key=key, value=v) for key, v in zip(keys, values)], keys, values
+
+
+def binding_prompt(enc, hays, length, k, rng):
+    """same_wording_needles at random depths of held-out text, and a question for the first, so that only its key
+    tells it from the others. Returns the tokens, the values (the asked one first) and the needles' spans."""
+    needles, keys, values = same_wording_needles(rng, k)
+    tokens, spans = haystack_prompt(enc, hays['text'], length, rng.random(k), needles, HELD_OUT_INTRO,
+                                    HELD_OUT_FORMAT[1].format(key=keys[0]), rng)
+    return tokens, values, spans
+
+
+def binding_outcome(output, values):
+    """'asked' when the output's first number is the asked needle's value (values[0]), 'other' when it is
+    another needle's (the key was not matched, the wording was), else 'none'."""
+    found = re.findall(r'\d+', output)
+    return 'none' if not found else 'asked' if found[0] == values[0] else 'other' if found[0] in values else 'none'
 
 
 def task_single(enc, hays, length, depth, rng):
@@ -425,6 +455,8 @@ if __name__ == '__main__':
     multiples: '(0, inf)' = ()            # lengths as multiples of the training length; () = 0.5, 1, 2, 4 (text), 1 to 16 (recall)
     depths: '[0, 1]' = (0.0, 0.25, 0.5, 0.75, 1.0)  # where the needle sits: 0 = the start of the context, 1 = the end
     samples: '[1, inf)' = 4               # prompts per grid cell, and per RULER task and length
+    binding_needles: '[2, inf)' = (2, 4)  # binding: needles in one wording, one row each
+    binding_samples: '[1, inf)' = 20      # binding: prompts per row and length
     gain = True               # also the retrieval gain (answer log-likelihoods) of passkey and niah prompts
     ppl_windows: '[1, inf)' = 16          # windows of held-out text for the loss by position
     ppl_buckets: '[1, inf)' = 16          # position buckets of the loss-by-position curve (log-spaced)
@@ -461,7 +493,7 @@ if __name__ == '__main__':
         model = with_nope_temperature(model, *temperature)
     T = checkpoint['model_args']['block_size']
     recall = checkpoint['config'].get('dataset') == 'recall'
-    known = ['recall'] if recall else ['passkey', 'niah', 'heldout', 'ruler', 'ppl', 'short']
+    known = ['recall'] if recall else ['passkey', 'niah', 'heldout', 'binding', 'ruler', 'ppl', 'short']
     wanted = [t for t in tasks.split(',') if t] or known
     if set(wanted) - set(known):
         fail(f"tasks={tasks!r}: a {'recall' if recall else 'text'} checkpoint has the tasks {','.join(known)}")
@@ -537,6 +569,22 @@ if __name__ == '__main__':
                                                            rng(), prefill_chunk, gain=gain, desc='heldout')
         print_grid('needle in a format training never uses (held-out text), substring match', results['heldout'])
         print(took('heldout'))
+    if 'binding' in wanted:  # needles at random depths: one column per length, one row per number of needles
+        results['binding'] = {}
+        for k in binding_needles:
+            gen = np.random.default_rng([seed, k])  # each number of needles its own draws
+            prompts = {L: [binding_prompt(enc, hays, L, k, gen) for _ in range(binding_samples)] for L in L_list}
+            results['binding'][k] = {}
+            for L in tqdm(L_list, desc=f'binding, {k} needles', disable=None, leave=False):
+                texts, _ = answers(model, enc, [p[0] for p in prompts[L]], 8, prefill_chunk)
+                outcomes = [binding_outcome(t, p[1]) for t, p in zip(texts, prompts[L])]
+                results['binding'][k][L] = {o: outcomes.count(o) / len(outcomes) for o in ('asked', 'other')}
+        print(f"\nbinding: 2 or more needles in one wording (the held-out one, held-out keys), one asked for; "
+              f"the asked needle's value / another needle's, {binding_samples} prompts a cell")
+        print(f"{'needles':>8} " + ' '.join(f"{L:>11}" for L in L_list))
+        for k, row in results['binding'].items():
+            print(f"{k:>8} " + ' '.join(f"{row[L]['asked']:>6.2f}/{row[L]['other']:.2f}" for L in L_list))
+        print(took('binding'))
     for task in ('passkey', 'niah', 'heldout'):
         if results.get(f'{task}_gain'):
             print_grid(f'{task}: retrieval gain, NLL(another number) - NLL(the needle\'s), nats', results[f'{task}_gain'])

@@ -118,7 +118,7 @@ def tiny_model(pattern, window=16, seed=0):
 
 def test_attention_segments_sum_to_one(hays):
     rng = np.random.default_rng(3)
-    layers = analyze(tiny_model('SRN'), *needle_batch([needle_prompt(ENC, hays['text'], 300, rng) for _ in range(2)], 10, 'cpu'),
+    layers = analyze(tiny_model('SRN'), *needle_batch([needle_prompt(ENC, hays['text'], 300, rng) for _ in range(2)], SEGMENTS, 10, 'cpu'),
                      SEGMENTS, 10)
     assert [l['kind'] for l in layers] == ['S', 'R', 'N']
     for layer in layers:
@@ -134,9 +134,9 @@ def test_attention_analysis_of_uniform_attention(hays):
     model = tiny_model('SN', window=W)
     for block in model.transformer.h:
         torch.nn.init.zeros_(block.attn.q_proj.weight)
-    tokens, (n0, n1), q_start = needle_prompt(ENC, hays['text'], T, np.random.default_rng(4))
+    tokens, [(n0, n1)], q_start, _ = needle_prompt(ENC, hays['text'], T, np.random.default_rng(4))
     assert n1 < q_start - W  # the needle lies outside the window of every query row
-    s_layer, n_layer = analyze(model, *needle_batch([(tokens, (n0, n1), q_start)], sink, 'cpu'), SEGMENTS, sink)
+    s_layer, n_layer = analyze(model, *needle_batch([(tokens, [(n0, n1)], q_start, q_start)], SEGMENTS, sink, 'cpu'), SEGMENTS, sink)
     p = np.arange(q_start, T)  # query positions
     expect = dict(begin=np.mean(sink / (p + 1)), needle=np.mean((n1 - n0) / (p + 1)),
                   question=np.mean((p - q_start + 1) / (p + 1)))
@@ -181,7 +181,7 @@ def test_attention_analysis_of_one_hot_attention(target, hays, monkeypatch):
     and a distance profile that is zero everywhere but at that key's distance (and left out for the sink)."""
     import analyze_attention
     T, sink = 300, 10
-    tokens, (n0, n1), q_start = needle_prompt(ENC, hays['text'], T, np.random.default_rng(5))
+    tokens, [(n0, n1)], q_start, _ = needle_prompt(ENC, hays['text'], T, np.random.default_rng(5))
     key = 0 if target == 'sink' else n0
 
     def one_hot(attn, x, rows, cos, sin):
@@ -189,7 +189,7 @@ def test_attention_analysis_of_one_hot_attention(target, hays, monkeypatch):
         w[..., key] = 1.0
         return w
     monkeypatch.setattr(analyze_attention, 'attention_rows', one_hot)
-    [layer] = analyze(tiny_model('N'), *needle_batch([(tokens, (n0, n1), q_start)], sink, 'cpu'), SEGMENTS, sink)
+    [layer] = analyze(tiny_model('N'), *needle_batch([(tokens, [(n0, n1)], q_start, q_start)], SEGMENTS, sink, 'cpu'), SEGMENTS, sink)
     assert layer['mass'][{'sink': 'begin', 'needle': 'needle'}[target]] == pytest.approx(1.0)
     assert layer['entropy'] == pytest.approx(0.0, abs=1e-6)
     for lo, hi, v in layer['distance']:
