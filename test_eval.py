@@ -51,6 +51,32 @@ def test_task_prompts_hold_their_answers(name, hays):
         assert min(counts[w] for w in refs) > max(c for w, c in counts.items() if w not in refs)
 
 
+@pytest.mark.parametrize('k', [2, 4])
+def test_binding_prompts_differ_only_in_their_keys(k, hays):
+    """The binding task's needles share the held-out wording, with distinct held-out keys and values; the
+    question asks for the first, whose span and value come first."""
+    rng = np.random.default_rng(k)
+    for length in (300, 1000):
+        tokens, values, spans = eval_long.binding_prompt(ENC, hays, length, k, rng)
+        assert len(tokens) == length and len(values) == len(set(values)) == len(spans) == k
+        needles = [ENC.decode(tokens[a:b].tolist()) for a, b in spans]
+        found = [re.fullmatch(r' The vault combination for (\w+ \w+) is (\d+)\.', n).groups() for n in needles]
+        assert [v for _, v in found] == values and len({key for key, _ in found}) == k
+        assert all(set(key.split()) <= set(eval_long.HELD_OUT_NAMES) for key, _ in found)
+        assert ENC.decode(tokens.tolist()).endswith(f"What is the vault combination for {found[0][0]}? "
+                                 f"The vault combination for {found[0][0]} is")
+
+
+def test_binding_scoring_tells_another_needle_from_a_hit():
+    values = ['482913', '551200', '907311']
+    assert eval_long.binding_outcome(' 482913.', values) == 'asked'
+    assert eval_long.binding_outcome(' 551200. The', values) == 'other'  # the wording matched, the key not
+    assert eval_long.binding_outcome(' 907311', values) == 'other'
+    assert eval_long.binding_outcome(' 4829135.', values) == 'none'     # the first number, whole, decides
+    assert eval_long.binding_outcome(' and then 551200, 482913', values) == 'other'
+    assert eval_long.binding_outcome(' thee, and the world', values) == 'none'
+
+
 def test_needle_depth_is_where_asked(hays):
     rng = np.random.default_rng(1)
     for depth in (0.0, 0.5, 1.0):

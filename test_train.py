@@ -104,6 +104,38 @@ def test_retrieval_sequence_layout(length, distractors, dataset):
     assert decoys > (50 if length == 64 else 300) if distractors else decoys < 10
 
 
+@pytest.mark.parametrize('shared_word', [0.0, 1.0])
+def test_same_wording_sequences_bind_each_answer_to_its_key(shared_word, dataset):
+    """With same_wording=1 every sequence of two needles or more has them all in one format and one noun, with
+    distinct keys, and every question is answered with its own needle's value, so only the key tells which;
+    with shared_word=1 every key after the first shares a word, in its place, with an earlier one. The held-out
+    format's keys are never produced (nor its words: the formats are NEEDLE_FORMATS'; see the next test). Same-wording sequences with one needle stay as they were."""
+    enc = get_tokenizer()
+    filler = np.fromfile(os.path.join(DATA, DATASET, 'train.bin'), dtype=np.uint16)
+    rng = np.random.default_rng(11)
+    held = {w.lower() for w in HELD_OUT_NAMES} | {'vault', 'combination'}
+    multi = shared = 0
+    for _ in range(200):
+        tokens, scored, asked = retrieval_sequence(enc, filler, 257, rng, needles=4, distractors=4,
+                                                   same_wording=1.0, shared_word=shared_word)
+        names, keys, values, nouns, starts = zip(*asked)
+        assert len(set(keys)) == len(keys)
+        assert not any(set(re.split('[- ]', key.lower())) & held for key in keys if key)  # (the text may hold them)
+        if len(asked) > 1:
+            multi += 1
+            assert len(set(names)) == 1 and 'passkey' not in names and len(set(nouns)) == 1 and None not in keys
+            words = [re.split('[- ]', k) for k in keys]
+            shared += all(any(w[i] == v[i] for v in words if v is not w for i in (0, 1)) for w in words)
+        # each answer (scored run) is its own needle's value, the needle whole where asked says
+        answers = np.split(tokens, np.flatnonzero(np.diff(scored.astype(int))) + 1)[1::2]
+        assert [enc.decode(a.tolist()) for a in answers] == [f" {v}." for v in values]
+        for name, key, value, noun, start in asked:
+            needle = enc.encode_ordinary(' ' + NEEDLE_FORMATS[name][0].format(key=key, value=value, noun=noun))
+            assert tokens[start:start + len(needle)].tolist() == needle
+    assert multi > 100
+    assert shared == multi if shared_word else shared < multi / 2  # by chance, sometimes (20 words)
+
+
 def test_the_held_out_format_is_never_trained(dataset):
     """No training sequence holds the held-out format's words or its keys (names), so eval_long.py's
     heldout task asks in a format the model has never seen."""
