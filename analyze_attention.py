@@ -28,11 +28,12 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from configurator import configure, fail, load_model, resolve_device, write_atomic
-from eval_long import HELD_OUT_INTRO, NEEDLE, QUESTION, RULER_INTRO, Haystack, same_wording_needles, have_matplotlib, \
-    haystack_prompt, held_out_text, random_keys, random_number
+from common import have_matplotlib, load_model, resolve_device, write_atomic
+from configurator import configure, fail
+from corpus import DATA, HELD_OUT_FORMAT, get_tokenizer, recall_batch
 from model import attention_weights, visible
-from prepare_data import DATA, HELD_OUT_FORMAT, get_tokenizer, recall_batch
+from tasks import (HELD_OUT_INTRO, NEEDLE, QUESTION, RULER_INTRO, Haystack, draw_distance, haystack_prompt,
+                   held_out_text, random_keys, random_number, same_wording_needles)
 
 SEGMENTS = ('begin', 'needle', 'context', 'question')                    # of a needle prompt's keys
 BINDING_SEGMENTS = ('begin', 'needle', 'other needles', 'context', 'question')  # with several, one asked
@@ -165,20 +166,7 @@ def print_table(title, rows):
         print(f"{name:>9} " + ' '.join(f"{r['mass'][s]:>11.3f}" for s in names) + f" {r['entropy']:>9.3f}", flush=True)
 
 
-def draw_distance(ax, layers, title, prefix=''):
-    """Mean attention per key against distance, one curve per layer kind, on the matplotlib axis ax.
-    layers: analyze()'s per-layer results at one length."""
-    for kind in sorted({l['kind'] for l in layers}):
-        curves = [l['distance'] for l in layers if l['kind'] == kind]
-        x = [math.sqrt(max(lo, 0.5) * hi) for lo, hi, _ in curves[0]]
-        ax.plot(x, np.mean([[v for _, _, v in c] for c in curves], axis=0), marker='.', label=f"{prefix}'{kind}' layers")
-    ax.set(xscale='log', yscale='log', xlabel='distance to key (tokens)', ylabel='mean attention per key', title=title)
-    ax.legend(fontsize=6)
-
-
 def plot_distance(results, path):
-    import matplotlib
-    matplotlib.use('Agg')
     import matplotlib.pyplot as plt
     fig, axes = plt.subplots(1, len(results), figsize=(4.5 * len(results), 3.3), squeeze=False)
     for ax, (L, res) in zip(axes[0], results.items()):
@@ -245,6 +233,7 @@ if __name__ == '__main__':
     write_atomic(path, lambda tmp: json.dump(dict(out_dir=out_dir, block_size=T, samples=samples, sink=sink,
                                                   seed=seed, results=results), open(tmp, 'w'), indent=1))
     print(f"\nwrote {path}")
-    if plots and have_matplotlib():
-        plot_distance(results, os.path.join(out_dir, 'attention_distance.png'))
-        print(f"wrote {os.path.join(out_dir, 'attention_distance.png')}")
+    path = os.path.join(out_dir, 'attention_distance.png')
+    if plots and have_matplotlib(path):
+        plot_distance(results, path)
+        print(f"wrote {path}")

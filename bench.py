@@ -19,7 +19,7 @@ Sections:
   recompute  the same decode step without a cache, recomputing the whole context (as nanoGPT's generate does)
   loss       a training step with the chunked loss (model.py's ChunkedCrossEntropy) against the plain one that
              makes every logit of the batch (F.cross_entropy), and with and without keeping freed memory
-             (configurator.keep_freed_memory): tokens/s and peak memory, each run in a fresh process
+             (common.keep_freed_memory): tokens/s and peak memory, each run in a fresh process
 
 The two models alternate (A B A B ...) so that machine noise falls on both, and every figure is the
 median of `reps` runs. Weights are random: speed and memory do not depend on them.
@@ -38,7 +38,8 @@ from contextlib import nullcontext
 import torch
 import torch.nn.functional as F
 
-from configurator import configure, fail, flops_per_token, keep_freed_memory, matmul_peak_flops, resolve_device, write_atomic
+from common import flops_per_token, have_matplotlib, keep_freed_memory, matmul_peak_flops, resolve_device, write_atomic
+from configurator import configure, fail
 from model import GPT, GPTConfig, attend
 
 # the model: hybrid_long's size by default
@@ -399,13 +400,8 @@ os.makedirs(os.path.dirname(out) or '.', exist_ok=True)
 write_atomic(out, lambda tmp: json.dump(results, open(tmp, 'w'), indent=1))
 print(f"\nwrote {out} ({results['seconds'] / 60:.1f} minutes)")
 
-if plot:
-    try:
-        import matplotlib
-        matplotlib.use('Agg')
-        import matplotlib.pyplot as plt
-    except ImportError:
-        sys.exit(0)
+if plot and have_matplotlib(plot):
+    import matplotlib.pyplot as plt
     fig, axes = plt.subplots(2, 3, figsize=(12, 6.4))
 
     def panel(ax, series, title, xlabel, ylabel):

@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from prepare_data import DATA, builtin_corpus, prepare
+from corpus import DATA, builtin_corpus, prepare
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 DATASET = '_pytest_slice'

@@ -11,7 +11,7 @@ Tasks (--tasks, comma-separated):
   niah     needle in a haystack of real text: a "special magic number" sentence placed at a sentence
            boundary of a held-out document, substring match; lengths x depths, drawn as a heat map
   heldout  niah with a needle and a question in a format that training never uses (other words, and keys
-           that are names; prepare_data.HELD_OUT_FORMAT): does retrieval generalise beyond the templates?
+           that are names; corpus.HELD_OUT_FORMAT): does retrieval generalise beyond the templates?
   binding  2 or 4 needles in one wording (heldout's), differing only in their keys, and a question for
            one of them: retrieval by key, not by wording; the share of answers that give the asked value,
            and of those that give another needle's
@@ -22,7 +22,7 @@ Tasks (--tasks, comma-separated):
            where the model stops extrapolating
   short    validation loss at the training length: long-context gains must not cost short-context quality
 
-A checkpoint trained on associative recall (dataset='recall', see prepare_data.recall_batch) has one task:
+A checkpoint trained on associative recall (dataset='recall', see corpus.recall_batch) has one task:
   recall   per-query accuracy (argmax, teacher-forced, one forward pass) and exact match (every query of a
            sequence right) at 1, 2, 4, 8 and 16 x the training length, and accuracy by the depth of the
            asked pair in the haystack x length, drawn as a heat map
@@ -36,9 +36,7 @@ Generator seeded with --seed, so every run sees the same ones.
 import copy
 import dataclasses
 import json
-import math
 import os
-import re
 import sys
 import time
 
@@ -47,210 +45,12 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from configurator import configure, fail, load_model, resolve_device, write_atomic
+from common import have_matplotlib, load_model, resolve_device, write_atomic
+from configurator import configure, fail
+from corpus import DATA, get_tokenizer, recall_batch
 from model import GPT
-from prepare_data import DATA, HELD_OUT_FORMAT, HELD_OUT_NAMES, KEY_WORDS, NEEDLE_FORMATS, get_tokenizer, recall_batch
-
-# -----------------------------------------------------------------------------
-# The task generators. Each takes (enc, haystacks, length, depth, rng) and returns the prompt tokens
-# (exactly `length`), the reference strings, the (start, end) span of each needle, and how many new
-# tokens to generate. A prompt is a haystack of filler with needles at sentence boundaries, then a question.
-
-PASSKEY_INTRO = ("There is an important info hidden inside a lot of irrelevant text. Find it and memorize them. "
-                 "I will quiz you about the important information there.\n")
-PASSKEY_FILLER = "The grass is green. The sky is blue. The sun is yellow. Here we go. There and back again. "
-RULER_INTRO = ("Some special magic numbers are hidden within the following text. "
-               "Make sure to memorize it. I will quiz you about the numbers afterwards.\n")
-HELD_OUT_INTRO = ("Some important facts are hidden within the following text. Make sure to memorize them. "
-                  "I will quiz you about them afterwards.\n")
-NEEDLE, QUESTION = NEEDLE_FORMATS['magic_number']
-
-
-class Haystack:
-    """A long token array to cut haystacks from, and the indices just after each sentence end
-    (where a needle can go without splitting a sentence)."""
-
-    def __init__(self, enc, tokens):
-        self.tokens = np.asarray(tokens, dtype=np.int64)
-        ends = np.array([enc.decode_single_token_bytes(t).rstrip().endswith((b'.', b'!', b'?')) for t in range(enc.n_vocab)])
-        self.bounds = np.flatnonzero(ends[self.tokens]) + 1
-
-    def fill(self, n, rng):
-        """n consecutive tokens from a random start, and the sentence boundaries within them."""
-        start = int(rng.integers(0, len(self.tokens) - n + 1))
-        b = self.bounds[(self.bounds > start) & (self.bounds < start + n)] - start
-        return self.tokens[start:start + n], np.concatenate([[0], b, [n]])
-
-
-def haystack_prompt(enc, hay, length, depths, needles, intro, question, rng):
-    """Tokens (exactly `length`) of intro + filler with needles[i] at depth depths[i] + question.
-    Returns the tokens and the (start, end) token span of each needle, in the order of `needles`."""
-    pre, post = enc.encode_ordinary(intro), enc.encode_ordinary('\n' + question)
-    needle_toks = [enc.encode_ordinary(' ' + n) for n in needles]
-    n_fill = length - len(pre) - len(post) - sum(map(len, needle_toks))
-    if n_fill < 16:
-        raise ValueError(f"length {length} is too short for this task's needles and question")
-    filler, bounds = hay.fill(n_fill, rng)
-    cuts = [int(bounds[np.abs(bounds - d * n_fill).argmin()]) for d in depths]  # nearest sentence boundary
-    out, spans, at = [pre], {}, 0
-    for i in sorted(range(len(cuts)), key=lambda i: cuts[i]):
-        out.append(filler[at:cuts[i]])
-        start = sum(map(len, out))
-        out.append(needle_toks[i])
-        spans[i] = (start, start + len(needle_toks[i]))
-        at = cuts[i]
-    out += [filler[at:], post]
-    return np.concatenate([np.asarray(o, dtype=np.int64) for o in out]), [spans[i] for i in range(len(cuts))]
-
-
-def random_number(rng):
-    return str(rng.integers(1000000, 10000000))
-
-
-def random_keys(rng, n):
-    """n distinct keys such as 'amber-river'."""
-    pairs = rng.permutation(len(KEY_WORDS) ** 2)[:n]
-    return [f"{KEY_WORDS[p // len(KEY_WORDS)]}-{KEY_WORDS[p % len(KEY_WORDS)]}" for p in pairs]
-
-
-def task_passkey(enc, hays, length, depth, rng):
-    value = str(rng.integers(10000, 100000))
-    needle, question = NEEDLE_FORMATS['passkey']
-    tokens, spans = haystack_prompt(enc, hays['grass'], length, [depth], [needle.format(value=value)], PASSKEY_INTRO,
-                                    question, rng)
-    return tokens, [value], spans, 8
-
-
-def task_niah(enc, hays, length, depth, rng):
-    key, value = random_keys(rng, 1)[0], random_number(rng)
-    tokens, spans = haystack_prompt(enc, hays['text'], length, [depth], [NEEDLE.format(key=key, value=value)],
-                                    RULER_INTRO, QUESTION.format(key=key), rng)
-    return tokens, [value], spans, 8
-
-
-def task_heldout(enc, hays, length, depth, rng):
-    """niah in a format that training never uses (prepare_data.HELD_OUT_FORMAT: other words, and keys that are
-    names): retrieval that generalises, told apart from a memorised template."""
-    key, value = ' '.join(rng.choice(HELD_OUT_NAMES, 2, replace=False)), str(rng.integers(100000, 1000000))
-    needle, question = (t.format(key=key, value=value) for t in HELD_OUT_FORMAT)
-    tokens, spans = haystack_prompt(enc, hays['text'], length, [depth], [needle], HELD_OUT_INTRO, question, rng)
-    return tokens, [value], spans, 8
-
-
-def same_wording_needles(rng, k):
-    """k needles in the held-out format, one wording, with distinct held-out keys (two names each, which two
-    keys may share) and distinct values: the texts, the keys and the values."""
-    keys = []
-    while len(keys) < k:
-        key = ' '.join(rng.choice(HELD_OUT_NAMES, 2, replace=False))
-        keys += [key] if key not in keys else []
-    values = [str(v) for v in rng.choice(900000, k, replace=False) + 100000]
-    return [HELD_OUT_FORMAT[0].format(key=key, value=v) for key, v in zip(keys, values)], keys, values
-
-
-def binding_prompt(enc, hays, length, k, rng):
-    """same_wording_needles at random depths of held-out text, and a question for the first, so that only its key
-    tells it from the others. Returns the tokens, the values (the asked one first) and the needles' spans."""
-    needles, keys, values = same_wording_needles(rng, k)
-    tokens, spans = haystack_prompt(enc, hays['text'], length, rng.random(k), needles, HELD_OUT_INTRO,
-                                    HELD_OUT_FORMAT[1].format(key=keys[0]), rng)
-    return tokens, values, spans
-
-
-def binding_outcome(output, values):
-    """'asked' when the output's first number is the asked needle's value (values[0]), 'other' when it is
-    another needle's (the key was not matched, the wording was), else 'none'."""
-    found = re.findall(r'\d+', output)
-    return 'none' if not found else 'asked' if found[0] == values[0] else 'other' if found[0] in values else 'none'
-
-
-def task_single(enc, hays, length, depth, rng):
-    return task_niah(enc, hays, length, rng.random(), rng)
-
-
-def task_multikey(enc, hays, length, depth, rng):
-    """One needle asked for, three more with other keys as distractors."""
-    keys, values = random_keys(rng, 4), [random_number(rng) for _ in range(4)]
-    needles = [NEEDLE.format(key=k, value=v) for k, v in zip(keys, values)]
-    tokens, spans = haystack_prompt(enc, hays['text'], length, rng.random(4), needles, RULER_INTRO,
-                                    QUESTION.format(key=keys[0]), rng)
-    return tokens, [values[0]], spans, 8
-
-
-def task_multivalue(enc, hays, length, depth, rng):
-    """Four needles with the same key; all four values asked for."""
-    key, values = random_keys(rng, 1)[0], [random_number(rng) for _ in range(4)]
-    needles = [NEEDLE.format(key=key, value=v) for v in values]
-    question = (f"What are all the special magic numbers for {key} mentioned in the provided text? "
-                f"The special magic numbers for {key} mentioned in the provided text are")
-    tokens, spans = haystack_prompt(enc, hays['text'], length, rng.random(4), needles, RULER_INTRO, question, rng)
-    return tokens, values, spans, 40
-
-
-def task_multiquery(enc, hays, length, depth, rng):
-    """Four needles with different keys; all four asked for in one question."""
-    keys, values = random_keys(rng, 4), [random_number(rng) for _ in range(4)]
-    needles = [NEEDLE.format(key=k, value=v) for k, v in zip(keys, values)]
-    question = (f"What are all the special magic numbers for {', '.join(keys[:-1])} and {keys[-1]} mentioned in "
-                f"the provided text? The special magic numbers for {', '.join(keys[:-1])} and {keys[-1]} "
-                f"mentioned in the provided text are")
-    tokens, spans = haystack_prompt(enc, hays['text'], length, rng.random(4), needles, RULER_INTRO, question, rng)
-    return tokens, values, spans, 40
-
-
-def task_vt(enc, hays, length, depth, rng):
-    """Variable tracking: VAR A = 12345, then a chain VAR B = VAR A, VAR C = VAR B, ... in order;
-    name every variable that holds the value."""
-    names = [''.join(rng.choice(list('ABCDEFGHIJKLMNOPQRSTUVWXYZ'), 5)) for _ in range(5)]
-    value = str(rng.integers(10000, 100000))
-    needles = [f"VAR {names[0]} = {value}."] + [f"VAR {b} = VAR {a}." for a, b in zip(names, names[1:])]
-    question = (f"Find all variables that are assigned the value {value} in the text above. According to the chain "
-                f"of variable assignment in the text above, {len(names)} variables are assigned the value {value}, "
-                f"they are:")
-    intro = "Memorize and track the chain of variable assignment hidden in the following text.\n"
-    tokens, spans = haystack_prompt(enc, hays['grass'], length, np.sort(rng.random(len(names))), needles,
-                                    intro, question, rng)
-    return tokens, names, spans, 30
-
-
-def task_cwe(enc, hays, length, depth, rng):
-    """Common-words extraction: a numbered list in which ten common words each appear ten times as
-    often as any of twenty rare ones; name the ten most common."""
-    words = list(rng.permutation(WORD_POOL))
-    common, rare = words[:10], words[10:]
-    intro = enc.encode_ordinary("Below is a numbered list of words. In these words, some appear more often than "
-                                "others. Memorize the ones that appear most often.\n")
-    question = enc.encode_ordinary("\nWhat are the 10 most common words in the above list? "
-                                   "Answer: The top 10 words that appear most often in the list are:")
-    budget = length - len(intro) - len(question)
-    listing, n = [], 0
-    while True:  # rounds of the ten common words and two rare ones, shuffled, until the budget is spent
-        items = [enc.encode_ordinary(f" {n + i + 1}. {w}") for i, w in enumerate(rng.permutation(common + rare[:2]))]
-        rare = rare[2:] + rare[:2]
-        if len(listing) + sum(map(len, items)) > budget:
-            break
-        listing += [t for item in items for t in item]
-        n += len(items)
-    if n == 0:
-        raise ValueError(f"length {length} is too short for the common-words task")
-    pad = enc.encode_ordinary('\n') * (budget - len(listing))  # whole rounds only; newlines make up the length
-    return np.asarray(intro + listing + pad + question, dtype=np.int64), common, [], 40
-
-
-WORD_POOL = ('apple', 'bridge', 'candle', 'desert', 'engine', 'forest', 'garden', 'hammer', 'island', 'jacket',
-             'kettle', 'ladder', 'marble', 'needle', 'orange', 'pencil', 'rabbit', 'saddle', 'tiger', 'violin',
-             'window', 'yellow', 'anchor', 'basket', 'cactus', 'dragon', 'feather', 'guitar', 'helmet', 'lemon')
-RULER_TASKS = dict(single=task_single, multikey=task_multikey, multivalue=task_multivalue,
-                   multiquery=task_multiquery, vt=task_vt, cwe=task_cwe)
-
-
-def score(output, refs, exact=False):
-    """Fraction of the reference strings found in the output. exact: the output's first number must be the one reference."""
-    if exact:
-        found = re.findall(r'\d+', output)
-        return float(bool(found) and found[0] == refs[0])
-    return sum(r in output for r in refs) / len(refs)
-
+from tasks import (PASSKEY_FILLER, RULER_TASKS, Haystack, binding_outcome, binding_prompt, draw_heatmap, draw_ppl,
+                   held_out_text, results_file, score, task_heldout, task_niah, task_passkey)
 
 # -----------------------------------------------------------------------------
 # Running a model
@@ -285,10 +85,6 @@ def token_losses(model, x, prefill_chunk):
         out.append(F.cross_entropy(logits.transpose(1, 2), tgt, reduction='none'))
     return torch.cat(out, dim=1)
 
-
-def held_out_text(dataset):
-    """The validation split of a prepared dataset (whole held-out documents, concatenated) as int64 tokens."""
-    return np.fromfile(os.path.join(DATA, dataset, 'val.bin'), dtype=np.uint16).astype(np.int64)
 
 
 @torch.no_grad()
@@ -377,25 +173,7 @@ def print_grid(title, table):
         print(f"{L:>8} " + ' '.join(cell(row[d], 6) for d in depths) + '  ' + cell(mean(row.values()), 6))
 
 
-def draw_heatmap(ax, table, title, xlabel='needle depth', vmin=0, vmax=1, cmap='RdYlGn', fontsize=8):
-    """A {length: {depth: score}} table as a heat map on the matplotlib axis ax, each cell labelled."""
-    depths, lengths = list(next(iter(table.values()))), list(table)
-    ax.imshow([[np.nan if table[L][d] is None else table[L][d] for d in depths] for L in lengths],
-              vmin=vmin, vmax=vmax, cmap=cmap, aspect='auto')
-    ax.set_xticks(range(len(depths)), [f"{float(d):g}" for d in depths], fontsize=fontsize)
-    ax.set_yticks(range(len(lengths)), [f"{int(L):,}" for L in lengths], fontsize=fontsize)
-    ax.set_xlabel(xlabel, fontsize=fontsize)
-    ax.set_ylabel('context length (tokens)', fontsize=fontsize)
-    ax.set_title(title, fontsize=fontsize + 1)
-    for i, L in enumerate(lengths):
-        for j, d in enumerate(depths):
-            ax.text(j, i, '-' if table[L][d] is None else f"{table[L][d]:.2f}"[:4], ha='center', va='center',
-                    fontsize=fontsize - 1)
-
-
 def plot_heatmap(table, title, path, xlabel='needle depth'):
-    import matplotlib
-    matplotlib.use('Agg')
     import matplotlib.pyplot as plt
     fig, ax = plt.subplots(figsize=(1 + 0.7 * len(next(iter(table.values()))), 1 + 0.45 * len(table)))
     draw_heatmap(ax, table, title, xlabel)
@@ -404,19 +182,7 @@ def plot_heatmap(table, title, path, xlabel='needle depth'):
     plt.close(fig)
 
 
-def draw_ppl(ax, curves, block_size):
-    """Loss by position on the matplotlib axis ax; curves: {label: buckets [[lo, hi, loss], ...] (the 'ppl'
-    task's)}, each bucket drawn at its geometric centre."""
-    for label, buckets in curves.items():
-        ax.plot([math.sqrt(lo * hi) for lo, hi, _ in buckets], [v for _, _, v in buckets], marker='.', label=label)
-    ax.axvline(block_size, color='gray', linestyle=':', label='training length')
-    ax.set(xscale='log', xlabel='position in document (tokens)', ylabel='loss (nats/token)', title='loss by position')
-    ax.legend(fontsize=7)
-
-
 def plot_ppl(curves, block_size, path):
-    import matplotlib
-    matplotlib.use('Agg')
     import matplotlib.pyplot as plt
     fig, ax = plt.subplots(figsize=(6, 3.5))
     draw_ppl(ax, curves, block_size)
@@ -431,19 +197,6 @@ def with_nope_temperature(model, beta, floor):
     new = GPT(dataclasses.replace(model.config, nope_temperature=beta, nope_temperature_floor=floor))
     new.load_state_dict(model.state_dict())
     return new.to(model.lm_head.weight).eval()  # the device and dtype of the model
-
-
-def results_file(temperature=None):
-    """eval_long.json, or with a NoPE temperature (beta, floor) given at evaluation eval_long_temp<beta>_<floor>.json."""
-    return 'eval_long.json' if temperature is None else f"eval_long_temp{temperature[0]:g}_{temperature[1]}.json"
-
-
-def have_matplotlib():
-    try:
-        import matplotlib  # noqa: F401
-        return True
-    except ImportError:
-        return False
 
 
 # -----------------------------------------------------------------------------
@@ -474,7 +227,7 @@ if __name__ == '__main__':
                                           # (model.py) at evaluation only, with nope_temperature_floor: inference-time
     nope_temperature_floor: '[1, inf)' = None  # log-scaling of a model trained without it (None: the model's own)
     recall_bins: '[1, inf)' = 10          # recall: depth bins of the heat map
-    plots = True              # PNGs when matplotlib is installed
+    plots = True              # PNGs (niah, ppl, recall), with matplotlib (an optional extra)
     configure(globals())
     sys.stdout.reconfigure(line_buffering=True)  # every line as it is printed, also into a file or a pipe
     t_start = time.time()
@@ -534,10 +287,11 @@ if __name__ == '__main__':
         path = os.path.join(out_dir, results_file(temperature))
         write_atomic(path, lambda tmp: json.dump(results, open(tmp, 'w'), indent=1))
         print(f"\nwrote {path}")
-        if plots and have_matplotlib():
+        path = os.path.join(out_dir, 'recall_depth.png')
+        if plots and have_matplotlib(path):
             plot_heatmap(results['recall_depth'][pair_counts[0]], f"recall accuracy: {model.config.layer_kinds()}",
-                         os.path.join(out_dir, 'recall_depth.png'), xlabel='depth of the asked pair')
-            print(f"wrote {os.path.join(out_dir, 'recall_depth.png')}")
+                         path, xlabel='depth of the asked pair')
+            print(f"wrote {path}")
         sys.exit(0)
     L_list, D_list = list(lengths) or [round(m * T) for m in multiples or (0.5, 1, 2, 4)], list(depths)
     dataset = dataset or checkpoint['config'].get('dataset', 'shakespeare')
@@ -627,9 +381,11 @@ if __name__ == '__main__':
     path = os.path.join(out_dir, results_file(temperature))
     write_atomic(path, lambda tmp: json.dump(results, open(tmp, 'w'), indent=1))
     print(f"\nwrote {path}")
-    if plots and have_matplotlib():
+    pngs = [os.path.join(out_dir, png) for task, png in (('niah', 'niah.png'), ('ppl', 'ppl_by_position.png'))
+            if task in results]
+    if plots and pngs and have_matplotlib(' and '.join(pngs)):
         if 'niah' in results:
-            plot_heatmap(results['niah'], f"needle in a haystack: {model.config.layer_kinds()}", os.path.join(out_dir, 'niah.png'))
+            plot_heatmap(results['niah'], f"needle in a haystack: {model.config.layer_kinds()}", pngs[0])
         if 'ppl' in results:
-            plot_ppl({model.config.layer_kinds(): results['ppl']['buckets']}, T, os.path.join(out_dir, 'ppl_by_position.png'))
-        print(f"wrote the plots in {out_dir}")
+            plot_ppl({model.config.layer_kinds(): results['ppl']['buckets']}, T, pngs[-1])
+        print(f"wrote {' and '.join(pngs)}")

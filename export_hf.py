@@ -22,9 +22,10 @@ import os
 import shutil
 import struct
 
-from configurator import configure, fail, load_model
-from prepare_data import ASSETS, EOT, GPT2_PATTERN, GPT2_SHA256
-from prepare_data import get_tokenizer  # noqa: F401 (the encoding the exported tokenizer must reproduce)
+from common import load_model
+from configurator import configure, fail
+from corpus import ASSETS, EOT, GPT2_PATTERN, GPT2_SHA256
+from corpus import get_tokenizer  # noqa: F401 (the encoding the exported tokenizer must reproduce)
 
 # -----------------------------------------------------------------------------
 # The model: config.json and the weights under their transformers names

@@ -390,7 +390,7 @@ class GPT(nn.Module):
                                             compile=compile)], dim=1)
 
     # -------------------------------------------------------------------------
-    # Training helper, in nanoGPT's manner (the FLOPs behind MFU: configurator.flops_per_token)
+    # Training helper, in nanoGPT's manner (the FLOPs behind MFU: common.flops_per_token)
 
     def configure_optimizers(self, weight_decay, learning_rate, betas, device_type, embedding_lr_scale=1.0):
         """AdamW, decay on matrices only. The embedding (also the output layer) starts at unit scale, other matrices near

@@ -32,8 +32,9 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from configurator import configure, fail, read_config, write_atomic
-from eval_long import draw_heatmap, draw_ppl, results_file
+from common import have_matplotlib, write_atomic
+from configurator import configure, fail, read_config
+from tasks import draw_distance, draw_heatmap, draw_ppl, results_file
 
 # The paper's variants (section 3), each a config file that changes only the attention of
 # config/hybrid_long.py (which it includes); a track trains every variant with its own recipe
@@ -224,14 +225,10 @@ def finish(md, text, json_name, data, draw):
     write_atomic(os.path.join(results, md), lambda tmp: open(tmp, 'w').write(text))
     write_atomic(os.path.join(results, json_name), lambda tmp: json.dump(data, open(tmp, 'w'), indent=1))
     print('\n' + text)
-    try:
-        import matplotlib
-        matplotlib.use('Agg')
+    print(f"wrote {results}/{md} and {json_name}")
+    if have_matplotlib(f"the plots of {results}/{md}"):
         import matplotlib.pyplot as plt
-    except ImportError:
-        print(f"wrote {results}/{md} and {json_name}; no plots: matplotlib is missing (pip install matplotlib)")
-        sys.exit(0)
-    print(f"wrote {results}/{md}, {', '.join([json_name] + draw(plt))}")
+        print(f"wrote {', '.join(draw(plt))}")
     sys.exit(0)
 
 
@@ -420,7 +417,6 @@ for L in att[runs[0][2]]['results']:
 
 
 def draw(plt):
-    from analyze_attention import draw_distance
     # retrieval against length, one panel per task
     fig, axes = plt.subplots(1, len(RETRIEVAL), figsize=(4.2 * len(RETRIEVAL), 3.6), squeeze=False)
     for ax, task in zip(axes[0], RETRIEVAL):

@@ -16,8 +16,9 @@ import time
 
 import torch
 
-from configurator import configure, fail, load_model, resolve_device
-from prepare_data import get_tokenizer
+from common import load_model, resolve_device
+from configurator import configure, fail
+from corpus import get_tokenizer
 
 out_dir = 'out-hybrid-long'
 start = '\n'              # the prompt, or FILE:path to read it from a file

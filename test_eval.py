@@ -1,4 +1,4 @@
-"""Tests of the long-context evaluation (eval_long.py) and the attention analysis (analyze_attention.py):
+"""Tests of the long-context evaluation (tasks.py, eval_long.py) and the attention analysis (analyze_attention.py):
 the task generators, the scoring, the attention statistics against hand-computed answers, and both
 scripts end to end on a tiny random checkpoint."""
 
@@ -13,10 +13,12 @@ import pytest
 import torch
 
 import eval_long
+import tasks
 from analyze_attention import SEGMENTS, analyze, needle_batch, needle_prompt
-from eval_long import RULER_TASKS, Haystack, grid, score, task_heldout, task_niah, task_passkey
+from corpus import HELD_OUT_NAMES, builtin_corpus, get_tokenizer, recall_batch
+from eval_long import grid
 from model import GPT, GPTConfig
-from prepare_data import builtin_corpus, get_tokenizer, recall_batch
+from tasks import RULER_TASKS, Haystack, score, task_heldout, task_niah, task_passkey
 from conftest import DATASET, run
 
 ENC = get_tokenizer('gpt2')
@@ -26,7 +28,7 @@ TASKS = dict(passkey=task_passkey, niah=task_niah, heldout=task_heldout, **RULER
 @pytest.fixture(scope='module')
 def hays():
     text = builtin_corpus()[0][1][:40000]
-    return dict(grass=Haystack(ENC, ENC.encode_ordinary(eval_long.PASSKEY_FILLER * 300)),
+    return dict(grass=Haystack(ENC, ENC.encode_ordinary(tasks.PASSKEY_FILLER * 300)),
                 text=Haystack(ENC, ENC.encode_ordinary(text)))
 
 
@@ -57,24 +59,24 @@ def test_binding_prompts_differ_only_in_their_keys(k, hays):
     question asks for the first, whose span and value come first."""
     rng = np.random.default_rng(k)
     for length in (300, 1000):
-        tokens, values, spans = eval_long.binding_prompt(ENC, hays, length, k, rng)
+        tokens, values, spans = tasks.binding_prompt(ENC, hays, length, k, rng)
         assert len(tokens) == length and len(values) == len(set(values)) == len(spans) == k
         needles = [ENC.decode(tokens[a:b].tolist()) for a, b in spans]
         found = [re.fullmatch(r' The vault combination for (\w+ \w+) is (\d+)\.', n).groups() for n in needles]
         assert [v for _, v in found] == values and len({key for key, _ in found}) == k
-        assert all(set(key.split()) <= set(eval_long.HELD_OUT_NAMES) for key, _ in found)
+        assert all(set(key.split()) <= set(HELD_OUT_NAMES) for key, _ in found)
         assert ENC.decode(tokens.tolist()).endswith(f"What is the vault combination for {found[0][0]}? "
                                  f"The vault combination for {found[0][0]} is")
 
 
 def test_binding_scoring_tells_another_needle_from_a_hit():
     values = ['482913', '551200', '907311']
-    assert eval_long.binding_outcome(' 482913.', values) == 'asked'
-    assert eval_long.binding_outcome(' 551200. The', values) == 'other'  # the wording matched, the key not
-    assert eval_long.binding_outcome(' 907311', values) == 'other'
-    assert eval_long.binding_outcome(' 4829135.', values) == 'none'     # the first number, whole, decides
-    assert eval_long.binding_outcome(' and then 551200, 482913', values) == 'other'
-    assert eval_long.binding_outcome(' thee, and the world', values) == 'none'
+    assert tasks.binding_outcome(' 482913.', values) == 'asked'
+    assert tasks.binding_outcome(' 551200. The', values) == 'other'  # the wording matched, the key not
+    assert tasks.binding_outcome(' 907311', values) == 'other'
+    assert tasks.binding_outcome(' 4829135.', values) == 'none'     # the first number, whole, decides
+    assert tasks.binding_outcome(' and then 551200, 482913', values) == 'other'
+    assert tasks.binding_outcome(' thee, and the world', values) == 'none'
 
 
 def test_needle_depth_is_where_asked(hays):

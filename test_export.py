@@ -9,7 +9,7 @@ import torch
 
 from conftest import run
 from model import GPT, GPTConfig
-from prepare_data import builtin_corpus, get_tokenizer
+from corpus import builtin_corpus, get_tokenizer
 
 transformers = pytest.importorskip('transformers')
 

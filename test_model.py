@@ -15,7 +15,8 @@ from torch.utils.flop_counter import FlopCounterMode
 from model import (GPT, ChunkedCrossEntropy, GPTConfig, KVCache, attend, compiled_decode_step, mm_as_reduction,
                    reference_attention, sliding_window_blocked, sliding_window_flex, visible)
 
-from configurator import configure, flops_per_token, read_config
+from common import flops_per_token
+from configurator import configure, read_config
 from conftest import HERE, script_settings
 
 pytestmark = pytest.mark.filterwarnings('ignore:flex_attention called without torch.compile')  # eager on CPU

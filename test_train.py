@@ -15,7 +15,7 @@ import torch
 
 from configurator import configure, in_range
 from model import GPT, GPTConfig
-from prepare_data import (DATA, HELD_OUT_FORMAT, HELD_OUT_NAMES, KEY_WORDS, NEEDLE_FORMATS, NOUNS, builtin_corpus,
+from corpus import (DATA, HELD_OUT_FORMAT, HELD_OUT_NAMES, KEY_WORDS, NEEDLE_FORMATS, NOUNS, builtin_corpus,
                           get_tokenizer, read_documents, retrieval_sequence)
 
 from conftest import DATASET, HERE, TINY, run, script_settings

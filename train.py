@@ -30,10 +30,10 @@ import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel as DDP
 from tqdm import tqdm
 
-from configurator import (configure, fail, flops_per_token, keep_freed_memory, load_model, matmul_peak_flops,
-                          resolve_device, write_atomic)
+from common import flops_per_token, keep_freed_memory, load_model, matmul_peak_flops, resolve_device, write_atomic
+from configurator import configure, fail
 from model import GPT, GPTConfig
-from prepare_data import DATA, RECALL_VOCAB, builtin_corpus, get_tokenizer, prepare, recall_batch, retrieval_sequence
+from corpus import DATA, RECALL_VOCAB, builtin_corpus, get_tokenizer, prepare, recall_batch, retrieval_sequence
 
 # -----------------------------------------------------------------------------
 # default settings; override with config/*.py files and --key=value. Each number's annotation is its valid
@@ -46,14 +46,14 @@ log_interval: '[1, inf)' = 5
 init_from = 'scratch'                     # 'scratch' or 'resume' (from out_dir/ckpt.pt)
 # data
 dataset = 'shakespeare'                   # data/<dataset>/ from prepare_data.py (shakespeare: made on first use);
-                                          # 'recall': associative recall made on the fly (prepare_data.recall_batch)
+                                          # 'recall': associative recall made on the fly (corpus.recall_batch)
 recall_pairs: '[1, 64]' = 8               # dataset='recall': key-value pairs per sequence
 batch_size: '[1, inf)' = 2                # sequences per micro-batch, per process
 gradient_accumulation_steps: '[1, inf)' = 1  # micro-batches per optimizer step, over all processes together
 block_size: '[1, inf)' = 2048             # training context length
 stages = ()                               # ((from_iter, block_size, batch_size[, retrieval_length, retrieval_batch]),
                                           # ...): from each iteration on, the text's context and micro-batch, and the
-                                          # retrieval sequences trained beside them (prepare_data.retrieval_sequence:
+                                          # retrieval sequences trained beside them (corpus.retrieval_sequence:
                                           # needles in text, only the answers scored); () = one stage of text
 retrieval_needles: '[1, inf)' = 4         # up to this many needles per retrieval sequence, each asked for
 retrieval_weight: '[0, inf)' = 1.0        # the answers' mean loss is added to the text's with this weight
@@ -113,7 +113,7 @@ device_type = device.split(':')[0]
 autocast = nullcontext() if ptdtype == torch.float32 else torch.autocast(device_type=device_type, dtype=ptdtype)
 torch.manual_seed(seed)
 if device_type == 'cpu':
-    keep_freed_memory()  # see configurator.py: a CPU step is much faster without page-faulting the logits back in
+    keep_freed_memory()  # see common.py: a CPU step is much faster without page-faulting the logits back in
 if device_type == 'cuda':
     torch.backends.cuda.matmul.allow_tf32 = True
     torch.backends.cudnn.allow_tf32 = True
@@ -147,7 +147,7 @@ def log(message):
 
 # -----------------------------------------------------------------------------
 # data: random windows of block_size + 1 tokens from the concatenated documents, and beside them, where a stage
-# asks for them, synthetic retrieval sequences (prepare_data.py) whose only targets are the answers
+# asks for them, synthetic retrieval sequences (corpus.py) whose only targets are the answers
 data_dir = os.path.join(DATA, dataset)
 if dataset == 'recall':
     meta = dict(vocab_size=RECALL_VOCAB, tokenizer=None)

@@ -1,7 +1,7 @@
 # Multi-query associative recall (MQAR): the retrieval track of the ablation, trained in minutes on a CPU.
 #   python train.py config/recall.py --layer_pattern=SSSN --out_dir=out-recall/rnope_swa
 #   python eval_long.py --out_dir=out-recall/rnope_swa      # accuracy at 1x to 16x the training length
-# The task is generated on the fly (prepare_data.recall_batch): a haystack of random filler holding 8
+# The task is generated on the fly (corpus.recall_batch): a haystack of random filler holding 8
 # key-value pairs, then every key asked once. A 256-token vocabulary keeps the output layer cheap, so
 # a step costs what the transformer costs. reproduce.py --track=recall trains every variant with this.
 out_dir = 'out-recall/rnope_swa'
