@@ -17,12 +17,14 @@ nkv key/value heads (grouped-query attention), hd head dim = C // nh, W window.
 """
 
 import math
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from functools import lru_cache
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
+from kernels import ChunkedCrossEntropy, compiled_decode_step
 
 try:  # FlexAttention (torch >= 2.5) runs the sliding window as a sparse kernel on CUDA
     from torch.nn.attention.flex_attention import create_block_mask, flex_attention
@@ -44,20 +46,24 @@ class GPTConfig:
     sliding_window: int = 256    # an 'S' layer's query i sees keys j with i - W < j <= i
     rope_theta: float = 10000.0  # RoPE base; the paper keeps 10k in the hybrid's RoPE layers
     qk_norm: bool = False        # RMSNorm on q and k (the paper's QK-Norm variant)
-    nope_temperature: float = 0.0     # beta of a length-dependent attention temperature in 'N' layers; 0 = off
-    nope_temperature_floor: int = 1   # s: q is scaled by 1 + beta * log(floor((pos + 1) / s) + 1) (Llama 4)
-    attention: str = 'auto'      # 'auto': fast kernels; 'reference': explicit softmax (tests, reading)
+    # Llama 4's length-dependent temperature in 'N' layers: q is scaled by
+    # 1 + beta * log(floor((pos + 1) / s) + 1), beta = nope_temperature (0 = off), s = the floor
+    nope_temperature: float = 0.0
+    nope_temperature_floor: int = 1
+    attention: str = 'auto'      # 'auto': fast kernels; 'reference': explicit softmax (tests)
 
     def __post_init__(self):
         if self.n_kv_head is None:
             self.n_kv_head = self.n_head
         if not self.layer_pattern or set(self.layer_pattern) - set('RSN'):
-            raise ValueError(f"layer_pattern={self.layer_pattern!r} is invalid: use the letters R (RoPE, full), "
-                             f"S (RoPE, sliding window) and N (NoPE, full), e.g. 'SSSN'")
+            raise ValueError(f"layer_pattern={self.layer_pattern!r} is invalid: use the letters R "
+                             f"(RoPE, full), S (RoPE, sliding window) and N (NoPE, full): 'SSSN'")
         if self.n_embd % self.n_head or (self.n_embd // self.n_head) % 2:
-            raise ValueError(f"n_embd={self.n_embd} must split into n_head={self.n_head} heads of even size (RoPE rotates pairs)")
+            raise ValueError(f"n_embd={self.n_embd} must split into n_head={self.n_head} heads of "
+                             f"even size (RoPE rotates pairs)")
         if self.n_head % self.n_kv_head:
-            raise ValueError(f"n_head={self.n_head} must be a multiple of n_kv_head={self.n_kv_head}")
+            raise ValueError(f"n_head={self.n_head} must be a multiple of "
+                             f"n_kv_head={self.n_kv_head}")
         if self.sliding_window < 1:
             raise ValueError(f"sliding_window={self.sliding_window} must be at least 1")
         if self.nope_temperature < 0 or self.nope_temperature_floor < 1:
@@ -73,20 +79,21 @@ class GPTConfig:
 
 # -----------------------------------------------------------------------------
 # Rotary position embedding (RoPE)
-# Each pair of channels (x[i], x[i + hd/2]) of q and k is rotated by the angle pos * theta^(-2i/hd). The dot
-# product of a rotated q at position m and a rotated k at position n then depends only on m - n: attention sees
-# relative positions. Low i rotate fast (local detail); high i rotate slowly (long range, and poorly
-# trained beyond the training length, one reason RoPE extrapolates badly).
+# Each pair of channels (x[i], x[i + hd/2]) of q and k is rotated by the angle pos * theta^(-2i/hd).
+# The dot product of a rotated q at position m and a rotated k at position n then depends only on
+# m - n: attention sees relative positions. Low i rotate fast (local detail); high i rotate slowly
+# (long range, and poorly trained beyond the training length, one reason RoPE extrapolates badly).
 
 def rope_tables(positions, head_dim, theta):
     """cos, sin of shape (T, hd/2) for the given absolute positions (T,)."""
-    inv_freq = 1.0 / (theta ** (torch.arange(0, head_dim, 2, dtype=torch.float32, device=positions.device) / head_dim))
+    i = torch.arange(0, head_dim, 2, dtype=torch.float32, device=positions.device)
+    inv_freq = 1.0 / (theta ** (i / head_dim))
     angles = positions.float()[:, None] * inv_freq[None, :]  # (T, hd/2)
     return angles.cos(), angles.sin()
 
 
 def apply_rope(x, cos, sin):
-    """Rotate x (B, n, T, hd) by the tables (T, hd/2): the 'rotate half' form of GPT-NeoX and Llama."""
+    """Rotate x (B, n, T, hd) by the tables (T, hd/2): the 'rotate half' form of GPT-NeoX, Llama."""
     x1, x2 = x.float().chunk(2, dim=-1)
     out = torch.cat([x1 * cos - x2 * sin, x2 * cos + x1 * sin], dim=-1)
     return out.type_as(x)
@@ -94,13 +101,14 @@ def apply_rope(x, cos, sin):
 
 # -----------------------------------------------------------------------------
 # Attention, by definition
-# A query at absolute position i sees the key at position j when j <= i (causal) and, in a window of W, when
-# i - W < j. Masks are described by these positions, never stored as T x T matrices on the hot paths. This rule
-# and the explicit softmax below are the whole semantics; everything in the last part of the file is a faster way
-# of computing the same thing, and the tests hold each of those paths to reference_attention.
+# A query at absolute position i sees the key at position j when j <= i (causal) and, in a window of
+# W, when i - W < j. Masks are described by these positions, never stored as T x T matrices on the
+# hot paths. This rule and the explicit softmax below are the whole semantics; everything in the
+# last part of the file is a faster way of computing the same thing, and the tests hold each of
+# those paths to reference_attention (kernels.py holds two more).
 
 def visible(q_pos, k_pos, window):
-    """Boolean mask (Tq, Tk): True where the query may attend to the key. Empty slots have k_pos = -1."""
+    """Boolean mask (Tq, Tk): True where the query may attend to the key (empty slots: k_pos -1)."""
     seen = (k_pos[None, :] <= q_pos[:, None]) & (k_pos[None, :] >= 0)
     if window is not None:
         seen &= k_pos[None, :] > q_pos[:, None] - window
@@ -108,9 +116,9 @@ def visible(q_pos, k_pos, window):
 
 
 def attention_weights(q, k, mask):
-    """softmax(q k^T / sqrt(hd) + mask): how much each query reads each key, every score materialised.
-    q (B, nh, Tq, hd), k (B, nkv, Tk, hd), mask (Tq, Tk) of booleans (True = visible) -> (B, nh, Tq, Tk).
-    GQA: each k head serves nh // nkv query heads."""
+    """softmax(q k^T / sqrt(hd) + mask): how much each query reads each key, every score made.
+    q (B, nh, Tq, hd), k (B, nkv, Tk, hd), mask (Tq, Tk) of booleans (True = visible)
+    -> (B, nh, Tq, Tk). GQA: each k head serves nh // nkv query heads."""
     k = k.repeat_interleave(q.size(1) // k.size(1), dim=1)
     scores = (q @ k.transpose(-2, -1)) / math.sqrt(q.size(-1))  # (B, nh, Tq, Tk)
     return scores.masked_fill(~mask, float('-inf')).softmax(dim=-1)
@@ -126,7 +134,7 @@ def reference_attention(q, k, v, mask):
 # The transformer
 
 def RMSNorm(dim):
-    """x / rms(x) * gain (a learned gain per channel, from 1). Cheaper than LayerNorm (no mean, no bias), as good."""
+    """x / rms(x) * gain (learned, from 1): as good as LayerNorm, cheaper (no mean, no bias)."""
     return nn.RMSNorm(dim, eps=1e-6)
 
 
@@ -146,21 +154,24 @@ class CausalSelfAttention(nn.Module):
         self.k_proj = nn.Linear(config.n_embd, self.n_kv_head * self.head_dim, bias=config.bias)
         self.v_proj = nn.Linear(config.n_embd, self.n_kv_head * self.head_dim, bias=config.bias)
         self.c_proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
-        # QK-Norm: normalise every q and k head vector to unit RMS (times a learned gain) before RoPE.
-        # It bounds the attention logits, which stabilises training, but the paper finds it also
-        # flattens attention over long contexts (higher entropy, less mass on the needle).
+        # QK-Norm: normalise every q and k head vector to unit RMS (times a learned gain) before
+        # RoPE. It bounds the attention logits, which stabilises training, but the paper finds it
+        # also flattens attention over long contexts (higher entropy, less mass on the needle).
         self.q_norm = RMSNorm(self.head_dim) if config.qk_norm else nn.Identity()
         self.k_norm = RMSNorm(self.head_dim) if config.qk_norm else nn.Identity()
-        # Length-dependent temperature (Llama 4's, for its NoPE layers): a NoPE query at position p spreads
-        # its attention over p + 1 keys, so the softmax flattens as the context grows. Scaling q by
-        # 1 + beta * log(floor((p + 1) / s) + 1) sharpens it again, roughly in step with log(p), as
-        # SSMax's s * log(n) logits do. Off (beta = 0) by default, and only in 'N' layers.
-        self.temperature = (config.nope_temperature, config.nope_temperature_floor) if kind == 'N' else (0.0, 1)
+        # Length-dependent temperature (Llama 4's, for its NoPE layers): a NoPE query at position p
+        # spreads its attention over p + 1 keys, so the softmax flattens as the context grows.
+        # Scaling q by 1 + beta * log(floor((p + 1) / s) + 1) sharpens it again, roughly in step
+        # with log(p), as SSMax's s * log(n) logits do. Off (beta = 0) by default, and only in 'N'
+        # layers.
+        self.temperature = ((config.nope_temperature, config.nope_temperature_floor) if kind == 'N'
+                            else (0.0, 1))
         self.resid_dropout = nn.Dropout(config.dropout)
 
     def project(self, x, pos, cos, sin):
-        """x (B, T, C) at positions pos (T,) -> q (B, nh, T, hd), k and v (B, nkv, T, hd), normalised, rotated
-        and scaled as attention sees them (analyze_attention.py calls this too, to recompute attention weights)."""
+        """x (B, T, C) at positions pos (T,) -> q (B, nh, T, hd), k and v (B, nkv, T, hd),
+        normalised, rotated and scaled as attention sees them (analyze_attention.py calls this too,
+        to recompute attention weights)."""
         B, T, C = x.shape
         q = self.q_proj(x).view(B, T, self.n_head, self.head_dim).transpose(1, 2)
         k = self.k_proj(x).view(B, T, self.n_kv_head, self.head_dim).transpose(1, 2)
@@ -169,8 +180,9 @@ class CausalSelfAttention(nn.Module):
         if self.use_rope:
             q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
         beta, s = self.temperature
-        if beta:  # scaling q scales every logit of its row: all attention paths, cached or not, see the same
-            q = q * (1 + beta * torch.log(torch.div(pos + 1, s, rounding_mode='floor') + 1.0))[:, None].to(q.dtype)
+        if beta:  # scaling q scales every logit of its row: every attention path sees the same
+            scale = 1 + beta * torch.log(torch.div(pos + 1, s, rounding_mode='floor') + 1.0)  # (T,)
+            q = q * scale[:, None].to(q.dtype)
         return q, k, v
 
     def forward(self, x, pos, cos, sin, cache=None):
@@ -178,9 +190,9 @@ class CausalSelfAttention(nn.Module):
         B, T, C = x.shape
         q, k, v = self.project(x, pos, cos, sin)
         k_pos = pos
-        if cache is not None:  # k, v become everything this layer's queries can see: (B, nkv, Tk, hd)
+        if cache is not None:  # k, v: all that this layer's queries can see, (B, nkv, Tk, hd)
             k, v, k_pos = cache.update(k, v, pos)
-        y = attend(q, k, v, pos, k_pos, self.window, self.impl)  # the one attention call: (B, nh, T, hd)
+        y = attend(q, k, v, pos, k_pos, self.window, self.impl)  # the one attention call
         y = y.transpose(1, 2).contiguous().view(B, T, C)           # re-assemble the heads
         return self.resid_dropout(self.c_proj(y))
 
@@ -223,21 +235,24 @@ class GPT(nn.Module):
         super().__init__()
         self.config = config
         self.transformer = nn.ModuleDict(dict(
-            wte=nn.Embedding(config.vocab_size, config.n_embd),  # the only embedding: no learned positions
+            wte=nn.Embedding(config.vocab_size, config.n_embd),  # the only embedding: no positions
             drop=nn.Dropout(config.dropout),
             h=nn.ModuleList([Block(config, kind) for kind in config.layer_kinds()]),
             ln_f=RMSNorm(config.n_embd),
         ))
         self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
-        self.transformer.wte.weight = self.lm_head.weight  # tied: saves V x C parameters, trains as well at this scale
+        # tied: saves V x C parameters, and trains as well at this scale
+        self.transformer.wte.weight = self.lm_head.weight
         self.rope_cache = (0, None, None)  # (length, cos, sin), grown on demand for any T
-        # Initialisation. Linear layers: std 1/sqrt(3 fan_in), the scale of PyTorch's default init, so that every
-        # layer's output starts at the size of its input whatever the width. Token embeddings: unit scale, N(0, 1), so
-        # that each position's own token dominates the residual stream until the layers have learnt something worth
-        # adding. (With GPT-2's 0.02 everywhere, the first attention layer's average over the context swamped each
-        # token's identity, and a 4-layer model never learnt associative recall in 15,000 steps; with this init it
-        # does in about 1,000. results/recall_pilots.md.) The embedding matrix is also the output layer, so the final
-        # norm's gain starts at 1/sqrt(C): the first logits are then of unit scale instead of sqrt(C).
+        # Initialisation. Linear layers: std 1/sqrt(3 fan_in), the scale of PyTorch's default init,
+        # so that every layer's output starts at the size of its input whatever the width. Token
+        # embeddings: unit scale, N(0, 1), so that each position's own token dominates the residual
+        # stream until the layers have learnt something worth adding. (With GPT-2's 0.02 everywhere,
+        # the first attention layer's average over the context swamped each token's identity, and a
+        # 4-layer model never learnt associative recall in 15,000 steps; with this init it does in
+        # about 1,000. results/recall_pilots.md.) The embedding matrix is also the output layer, so
+        # the final norm's gain starts at 1/sqrt(C): the first logits are then of unit scale instead
+        # of sqrt(C).
         self.apply(self._init_weights)
         torch.nn.init.normal_(self.transformer.wte.weight, mean=0.0, std=1.0)
         torch.nn.init.constant_(self.transformer.ln_f.weight, config.n_embd ** -0.5)
@@ -253,59 +268,24 @@ class GPT(nn.Module):
             if module.bias is not None:
                 torch.nn.init.zeros_(module.bias)
 
-    @classmethod
-    def from_checkpoint(cls, path, device='cpu', dtype=None):
-        """(model in eval mode on device, in dtype if given, the checkpoint dict) from train.py's ckpt.pt. Anything else
-        raises ValueError: one line naming the file, what is wrong and the fix. weights_only=True: unpickling may
-        build tensors and plain values only, never run code."""
-        refuse = lambda problem: ValueError(f"{path} is not loaded: {problem}")
-        try:
-            ckpt = torch.load(path, map_location='cpu', weights_only=True)
-        except Exception as e:  # a folder, text, a truncated file, a pickle that would run code...
-            raise refuse(f"not a checkpoint of tensors and plain values ({(str(e) or type(e).__name__).splitlines()[0]})")
-        args, state = (ckpt.get(k) if isinstance(ckpt, dict) else None for k in ('model_args', 'model'))
-        if not isinstance(args, dict) or not isinstance(state, dict):
-            bare = isinstance(ckpt, dict) and ckpt and all(isinstance(v, torch.Tensor) for v in ckpt.values())
-            raise refuse(("it holds a bare state_dict; " if bare else "") + "a checkpoint is dict(model=model."
-                         "state_dict(), model_args=dataclasses.asdict(model.config)), as train.py writes it")
-        unknown = sorted(map(str, set(args) - {f.name for f in fields(GPTConfig)}))
-        if unknown:
-            raise refuse(f"settings this model.py does not know ({', '.join(unknown)}), from a newer version: update it")
-        try:
-            model = cls(GPTConfig(**args))
-        except (TypeError, ValueError, ArithmeticError) as e:
-            raise refuse(f"its model_args do not make a model ({e})")
-        state = {k.removeprefix('_orig_mod.').removeprefix('module.'): v for k, v in state.items()}  # compiled, DDP
-        want = model.state_dict()
-        shape = lambda t: f"shape {tuple(t.shape)}" if isinstance(t, torch.Tensor) else 'none'
-        for name in sorted(set(want) | set(state)):
-            if shape(state.get(name)) != shape(want.get(name)):
-                raise refuse(f"tensor {name}: the checkpoint holds {shape(state.get(name))}, its model_args make "
-                             f"{shape(want.get(name))}; the settings do not match the weights")
-            if state[name].is_floating_point() and not torch.isfinite(state[name]).all():
-                raise refuse(f"{name} holds non-finite values (nan or inf): the run diverged; use an earlier checkpoint")
-        model.load_state_dict(state)
-        ckpt.setdefault('config', {})  # train.py's settings and tokenizer; one made by hand may lack them
-        ckpt.setdefault('tokenizer', 'gpt2' if model.config.vocab_size >= 50257 else None)
-        if ckpt['tokenizer'] == 'gpt2' and model.config.vocab_size < 50257:
-            raise refuse(f"vocab_size={model.config.vocab_size} is smaller than its tokenizer's (GPT-2, 50257 tokens)")
-        return model.eval().to(device=device, dtype=dtype), ckpt
-
     def rope(self, p0, T, device):
-        """cos, sin (T, hd/2) for positions p0..p0+T-1. The table grows (doubling) as longer inputs arrive."""
+        """cos, sin (T, hd/2) for positions p0..p0+T-1. The table grows (doubling) as longer inputs
+        arrive."""
         n, cos, sin = self.rope_cache
         if p0 + T > n or cos.device != device:
             n = max(p0 + T, 2 * n, self.config.block_size)
-            cos, sin = rope_tables(torch.arange(n, device=device), self.config.n_embd // self.config.n_head,
-                                   self.config.rope_theta)
+            cfg = self.config
+            cos, sin = rope_tables(torch.arange(n, device=device), cfg.n_embd // cfg.n_head,
+                                   cfg.rope_theta)
             self.rope_cache = (n, cos, sin)
         return cos[p0:p0 + T], sin[p0:p0 + T]
 
     def hidden(self, idx, cache=None, pos=None):
-        """The trunk: token ids (B, T) -> final normalised hidden states (B, T, C).
-        With `cache` (one KVCache per layer), idx continues the sequence the cache holds. Given pos, the
-        positions (T,) as a tensor (decode_step), the RoPE tables are indexed by it, and counting what the
-        cache holds is left to the caller: no Python number here changes from one step to the next."""
+        """The trunk: token ids (B, T) -> final normalised hidden states (B, T, C). With `cache`
+        (one KVCache per layer), idx continues the sequence the cache holds. Given pos, the
+        positions (T,) as a tensor (decode_step), the RoPE tables are indexed by it, and counting
+        what the cache holds is left to the caller: no Python number here changes from one step to
+        the next."""
         T = idx.size(1)
         if pos is None:
             p0 = cache[0].seen if cache is not None else 0
@@ -322,20 +302,23 @@ class GPT(nn.Module):
         return self.transformer.ln_f(x)
 
     def decode_step(self, idx, pos, cache, head):
-        """One token per sequence through every layer: idx (B, 1) at position pos, a (1,) tensor -> logits (B, vocab).
-        Its shapes are the same at every position (whole cache buffers masked by position, the RoPE table indexed
-        by a tensor), so torch.compile takes it once. The caller advances pos and the caches' `seen`. head: the
-        output matrix (vocab, C), stored as suits the path (GPT.stream)."""
+        """One token per sequence through every layer: idx (B, 1) at position pos, a (1,) tensor ->
+        logits (B, vocab). Its shapes are the same at every position (whole cache buffers masked by
+        position, the RoPE table indexed by a tensor), so torch.compile takes it once. The caller
+        advances pos and the caches' `seen`. head: the output matrix (vocab, C), stored as suits the
+        path (GPT.stream)."""
         return F.linear(self.hidden(idx, cache, pos)[:, -1], head).float()
 
     def forward(self, idx, targets=None):
-        """idx (B, T) token ids, any T (block_size is not a limit). Without targets: (logits (B, T, vocab), None).
-        With targets (B, T), -1 = ignored: (None, the mean cross-entropy). Only the loss: the logits of a
-        training batch (2 x 2048 tokens x 50k vocabulary = 0.8 GB in float32) are never made in full."""
+        """idx (B, T) token ids, any T (block_size is not a limit). Without targets: (logits (B, T,
+        vocab), None). With targets (B, T), -1 = ignored: (None, the mean cross-entropy). Only the
+        loss: the logits of a training batch (2 x 2048 tokens x 50k vocabulary = 0.8 GB in float32)
+        are never made in full."""
         h = self.hidden(idx)
         if targets is None:
             return self.lm_head(h), None
-        return None, ChunkedCrossEntropy.apply(h.flatten(0, 1), self.lm_head.weight, targets.flatten())
+        return None, ChunkedCrossEntropy.apply(h.flatten(0, 1), self.lm_head.weight,
+                                               targets.flatten())
 
     def new_cache(self, batch, max_len, dtype, device):
         """One KVCache per layer for sequences of up to max_len tokens: max_len slots for
@@ -347,19 +330,23 @@ class GPT(nn.Module):
                 for kind in cfg.layer_kinds()]
 
     @torch.no_grad()
-    def stream(self, idx, max_new_tokens, temperature=1.0, top_k=None, prefill_chunk=1024, cache=None, compile=False):
-        """Continue idx (B, T) by max_new_tokens, yielding each new token (B, 1) as it is chosen. The whole context
-        stays visible (never cropped). The prompt is prefilled `prefill_chunk` tokens at a time, so activations stay
-        bounded for prompts of any length; then one token per step through the KV cache (decode_step; compiled
-        once with compile=True). temperature=0 means greedy (argmax)."""
+    def stream(self, idx, max_new_tokens, temperature=1.0, top_k=None, prefill_chunk=1024,
+               cache=None, compile=False):
+        """Continue idx (B, T) by max_new_tokens, yielding each new token (B, 1) as it is chosen.
+        The whole context stays visible (never cropped). The prompt is prefilled `prefill_chunk`
+        tokens at a time, so activations stay bounded for prompts of any length; then one token per
+        step through the KV cache (decode_step; compiled once with compile=True). temperature=0
+        means greedy (argmax)."""
         if cache is None:
-            cache = self.new_cache(idx.size(0), idx.size(1) + max_new_tokens, self.lm_head.weight.dtype, idx.device)
+            cache = self.new_cache(idx.size(0), idx.size(1) + max_new_tokens,
+                                   self.lm_head.weight.dtype, idx.device)
         for c in cache:  # the last new token is returned, never cached
             c.check_room(c.seen + idx.size(1) + max_new_tokens - 1)
-        self.rope(0, cache[0].seen + idx.size(1) + max_new_tokens, idx.device)  # the RoPE table, long enough for all
-        # Each token reads the whole (vocab, C) output matrix. Eager on the CPU, the library's one-row matmul
-        # reads it several times faster stored (C, vocab), so keep a copy stored that way while generating:
-        # .t() of that copy holds the same (vocab, C) values. (The compiled step reads the matrix as it is.)
+        self.rope(0, cache[0].seen + idx.size(1) + max_new_tokens, idx.device)  # long enough
+        # Each token reads the whole (vocab, C) output matrix. Eager on the CPU, the library's
+        # one-row matmul reads it several times faster stored (C, vocab), so keep a copy stored that
+        # way while generating: .t() of that copy holds the same (vocab, C) values. (The compiled
+        # step reads the matrix as it is.)
         head = self.lm_head.weight
         if head.device.type == 'cpu' and not compile:
             head = head.t().contiguous().t()
@@ -378,13 +365,14 @@ class GPT(nn.Module):
                 idx_next = torch.multinomial(F.softmax(logits, dim=-1), num_samples=1)
             yield idx_next
             if i + 1 < max_new_tokens:
-                step = compiled_decode_step(self) if compile else self.decode_step  # compiled on first use
+                step = compiled_decode_step(self) if compile else self.decode_step  # compiled once
                 logits = step(idx_next, pos, cache, head)  # one new position through every layer
                 pos = pos + 1
                 for c in cache:
                     c.seen += 1
 
-    def generate(self, idx, max_new_tokens, temperature=1.0, top_k=None, prefill_chunk=1024, compile=False):
+    def generate(self, idx, max_new_tokens, temperature=1.0, top_k=None, prefill_chunk=1024,
+                 compile=False):
         """idx (B, T) followed by max_new_tokens generated tokens: (B, T + max_new_tokens)."""
         return torch.cat([idx, *self.stream(idx, max_new_tokens, temperature, top_k, prefill_chunk,
                                             compile=compile)], dim=1)
@@ -392,13 +380,16 @@ class GPT(nn.Module):
     # -------------------------------------------------------------------------
     # Training helper, in nanoGPT's manner (the FLOPs behind MFU: common.flops_per_token)
 
-    def configure_optimizers(self, weight_decay, learning_rate, betas, device_type, embedding_lr_scale=1.0):
-        """AdamW, decay on matrices only. The embedding (also the output layer) starts at unit scale, other matrices near
-        1/sqrt(3 C): at one rate it moves ~20x less for its size, hence embedding_lr_scale (its decay per step kept)."""
+    def configure_optimizers(self, weight_decay, learning_rate, betas, device_type,
+                             embedding_lr_scale=1.0):
+        """AdamW, decay on matrices only. The embedding (also the output layer) starts at unit
+        scale, other matrices near 1/sqrt(3 C): at one rate it moves ~20x less for its size, hence
+        embedding_lr_scale (its decay per step kept)."""
         params, emb = [p for p in self.parameters() if p.requires_grad], self.transformer.wte.weight
-        groups = [dict(params=[emb], lr=learning_rate * embedding_lr_scale, lr_scale=embedding_lr_scale,
-                       weight_decay=weight_decay / embedding_lr_scale),  # train.py sets lr = schedule x lr_scale
-                  dict(params=[p for p in params if p.dim() >= 2 and p is not emb], lr_scale=1.0, weight_decay=weight_decay),
+        matrices = [p for p in params if p.dim() >= 2 and p is not emb]
+        s, wd = embedding_lr_scale, weight_decay  # train.py sets a group's lr: schedule x lr_scale
+        groups = [dict(params=[emb], lr=learning_rate * s, lr_scale=s, weight_decay=wd / s),
+                  dict(params=matrices, lr_scale=1.0, weight_decay=wd),
                   dict(params=[p for p in params if p.dim() < 2], lr_scale=1.0, weight_decay=0.0)]
         return torch.optim.AdamW(groups, lr=learning_rate, betas=betas, fused=device_type == 'cuda')
 
@@ -417,19 +408,22 @@ def attend(q, k, v, q_pos, k_pos, window, impl='auto'):
         return reference_attention(q, k, v, visible(q_pos, k_pos, window))
     if Tq == Tk:  # no cache in play: queries and keys are the same positions
         if window is None or window >= Tq:  # a window as long as the input is full attention
-            return F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True)  # flash kernel on CUDA
+            # the flash kernel on CUDA
+            return F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True)
         if q.is_cuda and flex_attention is not None:
             return sliding_window_flex(q, k, v, window)
         return sliding_window_blocked(q, k, v, window)
-    # decoding with a KV cache: Tq new queries over Tk cached + new keys, masked by position: (Tq, Tk),
-    # chunk-sized, never T x T. (One decoded token attends over the whole buffer, empty slots masked.)
-    # Decoding one token is bound by reading the cache, so read each k/v head once: fold the query heads
-    # that share it (GQA) into query rows, (B, nh, 1, hd) -> (B, nkv, group, hd), rather than let
-    # enable_gqa expand k and v to nh heads (2.3x faster per layer at 32k on the CPU).
+    # decoding with a KV cache: Tq new queries over Tk cached + new keys, masked by position: (Tq,
+    # Tk), chunk-sized, never T x T. (One decoded token attends over the whole buffer, empty slots
+    # masked.) Decoding one token is bound by reading the cache, so read each k/v head once: fold
+    # the query heads that share it (GQA) into query rows, (B, nh, 1, hd) -> (B, nkv, group, hd),
+    # rather than let enable_gqa expand k and v to nh heads (2.3x faster per layer at 32k on the
+    # CPU).
     mask = visible(q_pos, k_pos, window)
     if Tq == 1:
         B, nh, _, hd = q.shape
-        y = F.scaled_dot_product_attention(q.reshape(B, k.size(1), nh // k.size(1), hd), k, v, attn_mask=mask)
+        q = q.reshape(B, k.size(1), nh // k.size(1), hd)
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
         return y.view(B, nh, 1, hd)
     return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=True)
 
@@ -442,7 +436,7 @@ def sliding_window_blocked(q, k, v, window):
     one small (Bq, W + Bq) mask. Here W = 4, Bq = 2 (# visible, . in the box but masked):
 
                  key -4 -3 -2 -1  0  1  2  3  4  5
-        query 0    .  .  .  .  #  .                 block 0: keys -4..1 (the negative ones are padding)
+        query 0    .  .  .  .  #  .                 block 0: keys -4..1 (the negative ones: padding)
         query 1    .  .  .  .  #  #
         query 2          .  .  #  #  #  .           block 1: keys -2..3
         query 3          .  .  #  #  #  #
@@ -456,25 +450,29 @@ def sliding_window_blocked(q, k, v, window):
     W = window
     Bq = min(W, max(16, W // 4))
     nb = -(-T // Bq)     # number of query blocks, rounding up
-    pad = nb * Bq - T    # pad the end so T divides into blocks; padded keys lie in every real query's future
+    pad = nb * Bq - T    # pad the end so T divides into blocks (padded keys lie in the future)
     q, k, v = (F.pad(t, (0, 0, 0, pad)) for t in (q, k, v))
     k, v = (F.pad(t, (0, 0, W, 0)) for t in (k, v))  # W empty keys in front, for the first blocks
-    # fold the blocks into the batch: SDPA's fused CPU kernel takes 4-D inputs (the math fallback is 2x slower)
+    # fold the blocks into the batch: SDPA's fused CPU kernel takes 4-D inputs (the math fallback is
+    # 2x slower)
     qb = q.view(B, nh, nb, Bq, hd).transpose(1, 2).reshape(B * nb, nh, Bq, hd)
-    kb, vb = (t.unfold(2, W + Bq, Bq).permute(0, 2, 1, 4, 3).reshape(B * nb, -1, W + Bq, hd) for t in (k, v))
+    kb, vb = (t.unfold(2, W + Bq, Bq).permute(0, 2, 1, 4, 3).reshape(B * nb, -1, W + Bq, hd)
+              for t in (k, v))
     # local query a (position bBq + a) sees local key c (position bBq - W + c) when a < c <= a + W,
     # and only keys at positions >= 0 (the first W // Bq blocks reach into the empty front)
     a = torch.arange(Bq, device=q.device)[:, None]
     c = torch.arange(W + Bq, device=q.device)[None, :]
     b = torch.arange(nb, device=q.device)[:, None, None, None]
     mask = (c > a) & (c <= a + W) & (b * Bq - W + c >= 0)  # (nb, 1, Bq, W + Bq)
-    y = F.scaled_dot_product_attention(qb, kb, vb, attn_mask=mask.repeat(B, 1, 1, 1), enable_gqa=True)
+    y = F.scaled_dot_product_attention(qb, kb, vb, attn_mask=mask.repeat(B, 1, 1, 1),
+                                       enable_gqa=True)
     return y.view(B, nb, nh, Bq, hd).transpose(1, 2).reshape(B, nh, nb * Bq, hd)[:, :, :T]
 
 
 @lru_cache(maxsize=16)
 def sliding_block_mask(T, window, device):
-    """FlexAttention's block-sparse mask: it skips every 128x128 tile outside the band. Built once per (T, W)."""
+    """FlexAttention's block-sparse mask: it skips every 128x128 tile outside the band. Built once
+    per (T, W)."""
     in_window = lambda b, h, q_idx, kv_idx: (kv_idx <= q_idx) & (q_idx - kv_idx < window)
     return create_block_mask(in_window, B=None, H=None, Q_LEN=T, KV_LEN=T, device=device)
 
@@ -486,55 +484,61 @@ def compiled_flex_attention():
 
 
 def sliding_window_flex(q, k, v, window):
-    """The same sliding window as a FlexAttention kernel (compiled on CUDA; eager elsewhere, for tests)."""
+    """The same sliding window as a FlexAttention kernel (compiled on CUDA; eager elsewhere, for
+    tests)."""
     fn = compiled_flex_attention() if q.is_cuda else flex_attention
-    return fn(q, k, v, block_mask=sliding_block_mask(q.size(2), window, str(q.device)), enable_gqa=True)
+    mask = sliding_block_mask(q.size(2), window, str(q.device))
+    return fn(q, k, v, block_mask=mask, enable_gqa=True)
 
 
 class KVCache:
-    """Keys and values of one layer during generation, stored as a ring buffer: the token at position p lives in slot
-    p % capacity. Full-attention layers (window None) get a capacity of the whole sequence, so nothing is ever
-    overwritten; 'S' layers get capacity W, so their memory stays W tokens however long the context grows. Once a ring
-    has wrapped, its keys are not in position order. That is fine: attention is a weighted sum over a set of keys,
-    each key carries its position (RoPE is applied before it is cached, and the mask is computed from self.pos), so
-    the order of the slots changes nothing."""
+    """Keys and values of one layer during generation, stored as a ring buffer: the token at
+    position p lives in slot p % capacity. Full-attention layers (window None) get a capacity of the
+    whole sequence, so nothing is ever overwritten; 'S' layers get capacity W, so their memory stays
+    W tokens however long the context grows. Once a ring has wrapped, its keys are not in position
+    order. That is fine: attention is a weighted sum over a set of keys, each key carries its
+    position (RoPE is applied before it is cached, and the mask is computed from self.pos), so the
+    order of the slots changes nothing."""
 
     def __init__(self, batch, n_kv_head, head_dim, capacity, dtype, device, window=None):
         self.window = window  # None: a full-attention layer, which must never overwrite
         self.k = torch.zeros(batch, n_kv_head, capacity, head_dim, dtype=dtype, device=device)
         self.v = torch.zeros_like(self.k)
-        self.pos = torch.full((capacity,), -1, dtype=torch.long, device=device)  # position in each slot; -1 = empty
+        # the position in each slot; -1 = empty
+        self.pos = torch.full((capacity,), -1, dtype=torch.long, device=device)
         self.seen = 0  # tokens written so far
 
     def update(self, k, v, pos):
-        """Add the keys/values (B, nkv, C, hd) of positions pos (C,), the C that follow the `seen` ones;
-        return the keys, values and positions (Tk,) that the new queries must attend over."""
-        cap, C, p0 = self.pos.numel(), k.size(2), self.seen  # GPT counts `seen`, after every layer has written
-        if C == 1:
-            # One decoded token: write it, then attend over the whole buffer. Its slot p % cap held p - cap, which
-            # no query at p needs; empty slots (position -1) are masked by position. Every shape is the same at
-            # every step and the position is a tensor, so a compiled decoding step never recompiles.
+        """Add the keys/values (B, nkv, Tc, hd) of positions pos (Tc,), the Tc that follow the
+        `seen` ones; return the keys, values and positions (Tk,) the new queries attend over."""
+        cap, Tc, p0 = self.pos.numel(), k.size(2), self.seen  # GPT counts `seen`, after all layers
+        if Tc == 1:
+            # One decoded token: write it, then attend over the whole buffer. Its slot p % cap held
+            # p - cap, which no query at p needs; empty slots (position -1) are masked by position.
+            # Every shape is the same at every step and the position is a tensor, so a compiled
+            # decoding step never recompiles.
             self._write(k, v, pos)
             return self.k, self.v, self.pos
-        self.check_room(p0 + C)
-        if p0 + C <= cap:  # a chunk that overwrites nothing: attend over the filled part of the buffer, no copy
+        self.check_room(p0 + Tc)
+        if p0 + Tc <= cap:  # a chunk that overwrites nothing: attend over the filled part, no copy
             self._write(k, v, pos)
-            return self.k[:, :, :p0 + C], self.v[:, :, :p0 + C], self.pos[:p0 + C]
+            return self.k[:, :, :p0 + Tc], self.v[:, :, :p0 + Tc], self.pos[:p0 + Tc]
         # A chunk into a full ring: its early queries still need keys the chunk would overwrite,
-        # so attend over old + new (at most W + C keys), then keep the last W.
-        keys, values, positions = torch.cat([self.k, k], 2), torch.cat([self.v, v], 2), torch.cat([self.pos, pos])
+        # so attend over old + new (at most W + Tc keys), then keep the last W.
+        keys, values = torch.cat([self.k, k], 2), torch.cat([self.v, v], 2)
+        positions = torch.cat([self.pos, pos])
         self._write(k[:, :, -cap:], v[:, :, -cap:], pos[-cap:])
         return keys, values, positions
 
     def check_room(self, n):
-        """Refuse to hold n positions where wrapping the ring would lose keys that attention needs: in a
-        full-attention cache, or a window cache smaller than its window. Silently, that would turn full
-        attention into a sliding window. (Not checked per decoded token: GPT.stream checks once, up front,
-        so that the compiled step reads no Python number that changes.)"""
+        """Refuse to hold n positions where wrapping the ring would lose keys that attention needs:
+        in a full-attention cache, or a window cache smaller than its window. Silently, that would
+        turn full attention into a sliding window. (Not checked per decoded token: GPT.stream checks
+        once, up front, so that the compiled step reads no Python number that changes.)"""
         cap = self.pos.numel()
         if n > cap and (self.window is None or cap < self.window):
-            raise ValueError(f"a KV cache of {cap} positions (window {self.window}) cannot hold {n}: "
-                             f"allocate it with GPT.new_cache(batch, max_len) for the whole sequence")
+            raise ValueError(f"a KV cache of {cap} positions (window {self.window}) cannot hold "
+                             f"{n}: allocate it with GPT.new_cache(batch, max_len) for all of them")
 
     def _write(self, k, v, pos):
         slots = pos % self.pos.numel()
@@ -544,94 +548,3 @@ class KVCache:
 
     def nbytes(self):
         return self.k.numel() * self.k.element_size() * 2
-
-
-def compiled_decode_step(model):
-    """model.decode_step compiled once per model. On a GPU, under CUDA graphs: one launch per token instead of
-    a few hundred. On a CPU, by Inductor, with each matmul of a few rows written as a multiply and a sum
-    (mm_as_reduction)."""
-    if getattr(model, '_compiled_step', None) is None:
-        how = dict(mode='reduce-overhead') if model.lm_head.weight.is_cuda else dict(backend=inductor_mm_as_reduction)
-        model._compiled_step = torch.compile(model.decode_step, fullgraph=True, **how)
-    return model._compiled_step
-
-
-def mm_as_reduction(a, b):
-    """aten.mm(a, b) for a of at most 8 rows (decoding: a row per sequence): a (M, K), b (K, N) -> (M, N), as
-    sum_k a[m, k] * b[k, n]. Decoding is about 60 such matmuls per token, each a call into the math library,
-    whose one-row path was several times slower for a transposed weight (nn.Linear's b) on the test machine's
-    AMD CPU. Written as a multiply and a sum, each becomes a loop of Inductor's own C++, fused with the norms
-    and activations around it, that reads the weight as stored; a token then took half the time
-    (results/README.md). With more rows the library wins (at 16 it did, at 8 the sum), so they keep it."""
-    if a.size(0) <= 8:
-        return (a.unsqueeze(2) * b.unsqueeze(0)).sum(dim=1)
-    return NotImplemented
-
-
-def inductor_mm_as_reduction(graph, example_inputs):
-    """torch.compile's default backend (Inductor) with mm_as_reduction in its table of decompositions.
-    (A table of our own keeps Inductor from caching the compiled code between runs: each run compiles anew.)"""
-    from torch._inductor.compile_fx import compile_fx
-    from torch._inductor.decomposition import select_decomp_table
-    table = {**select_decomp_table(), torch.ops.aten.mm.default: mm_as_reduction}
-    return compile_fx(graph, example_inputs, decompositions=table)
-
-
-# -----------------------------------------------------------------------------
-# The loss, without the logits of the whole batch
-
-LOSS_CHUNK = 2 ** 25  # logits per chunk: 128 MiB in float32 (667 tokens of GPT-2's vocabulary)
-
-
-class ChunkedCrossEntropy(torch.autograd.Function):
-    """Mean cross-entropy of the logits h @ weight^T against targets (-1 = no target), computed LOSS_CHUNK
-    logits at a time, and only for the rows that have a target: a retrieval sequence scored on its answers
-    alone costs the output layer a few rows, not all of them. The forward pass also computes both gradients,
-    chunk by chunk, and keeps only them: they are the size of h (N, C) and of weight (V, C), never N x V. So
-    memory no longer grows with tokens x vocabulary, and the work is that of the plain loss (each chunk's
-    logits made once, used for the loss and the gradients). h (N, C), weight (V, C), targets (N,) -> a scalar."""
-
-    @staticmethod
-    def forward(ctx, h, weight, targets):
-        rows = (targets >= 0).nonzero().squeeze(1)  # the scored rows (on a GPU, the one sync of the loss)
-        N, V = len(rows), weight.size(0)
-        chunk = max(1, LOSS_CHUNK // V)
-        needs_grad = ctx.needs_input_grad[0] or ctx.needs_input_grad[1]
-        # under autocast (bf16 on a GPU) the matmuls run in that type, and everything is summed in float32
-        dev = h.device.type
-        dtype = torch.get_autocast_dtype(dev) if torch.is_autocast_enabled(dev) else weight.dtype
-        loss = torch.zeros((), device=h.device)
-        grad_h = torch.zeros_like(h) if needs_grad else None  # unscored rows get no gradient
-        grad_w = torch.zeros(weight.shape, device=weight.device) if needs_grad else None
-        # two (chunk, V) buffers, made once and reused by every chunk: the logits, then their softmax
-        logits_buf = h.new_empty(min(chunk, N), V, dtype=dtype)
-        probs_buf = h.new_empty(min(chunk, N), V, dtype=torch.float32)
-        with torch.autocast(dev, enabled=False):
-            w = weight.to(dtype)
-            for r in rows.split(chunk):
-                c, t = len(r), targets[r]
-                hc = h[r].to(dtype)                                         # (c, C)
-                logits = torch.mm(hc, w.t(), out=logits_buf[:c])            # (c, V): the only logits alive
-                p = torch.softmax(logits, dim=-1, dtype=torch.float32, out=probs_buf[:c])
-                # loss = logsumexp - the target's logit. The largest probability is exp(max - logsumexp), so
-                # logsumexp = max - log(largest probability): two cheap row maxima instead of a log-softmax pass
-                # and an exp pass over the (c, V) logits, and no underflow (that probability is at least 1/V)
-                lse = logits.amax(1).float() - p.amax(1).log()              # (c,)
-                loss += (lse - logits.gather(1, t[:, None]).squeeze(1).float()).sum()
-                if needs_grad:  # d loss / d logits = softmax - one_hot(target); the mean's 1/N comes in backward
-                    p[torch.arange(c, device=t.device), t] -= 1             # in place: p becomes that gradient
-                    grad_h[r] = (p.to(dtype) @ w).to(h.dtype)               # (c, C)
-                    if dtype == grad_w.dtype:
-                        grad_w.addmm_(p.t(), hc)                            # (V, C), summed in place
-                    else:
-                        grad_w += (p.t().to(dtype) @ hc).float()
-        n = torch.tensor(max(N, 1), device=h.device)  # the mean is over scored positions
-        ctx.save_for_backward(grad_h, grad_w, n)
-        ctx.weight_dtype = weight.dtype
-        return loss / n
-
-    @staticmethod
-    def backward(ctx, grad_loss):
-        grad_h, grad_w, n = ctx.saved_tensors
-        scale = grad_loss / n
-        return grad_h * scale.to(grad_h.dtype), (grad_w * scale).to(ctx.weight_dtype), None

@@ -12,11 +12,12 @@ import torch
 import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
-from model import (GPT, ChunkedCrossEntropy, GPTConfig, KVCache, attend, compiled_decode_step, mm_as_reduction,
-                   reference_attention, sliding_window_blocked, sliding_window_flex, visible)
-
+import kernels
 from common import flops_per_token
 from configurator import configure, read_config
+from kernels import ChunkedCrossEntropy, compiled_decode_step, mm_as_reduction
+from model import (GPT, GPTConfig, KVCache, attend, reference_attention, sliding_window_blocked, sliding_window_flex,
+                   visible)
 from conftest import HERE, script_settings
 
 pytestmark = pytest.mark.filterwarnings('ignore:flex_attention called without torch.compile')  # eager on CPU
@@ -402,8 +403,7 @@ def test_chunked_loss_and_gradients_equal_the_plain_ones(scored, monkeypatch):
     """Ignored targets (-1) are left out, as F.cross_entropy's ignore_index does; with only a few rows scored
     (a retrieval sequence's answers) the output layer is computed for those rows alone, with the same loss
     and gradients."""
-    import model as model_module
-    monkeypatch.setattr(model_module, 'LOSS_CHUNK', V * 16)  # 16 tokens per chunk: 6 chunks of 90 tokens
+    monkeypatch.setattr(kernels, 'LOSS_CHUNK', V * 16)  # 16 tokens per chunk: 6 chunks of 90 tokens
     model = make('SSSN').train()
     idx, targets = tokens(45), tokens(45, seed=2)
     if scored == 'all but 7':
@@ -428,8 +428,7 @@ def test_chunked_loss_and_gradients_equal_the_plain_ones(scored, monkeypatch):
 def test_chunked_loss_is_exact_when_the_target_probability_underflows(monkeypatch):
     """The chunked loss takes logsumexp from the largest probability (>= 1/V), never from the target's,
     so logits hundreds apart still give the exact, finite loss."""
-    import model as model_module
-    monkeypatch.setattr(model_module, 'LOSS_CHUNK', 64 * 4)  # 4 rows per chunk: 3 chunks
+    monkeypatch.setattr(kernels, 'LOSS_CHUNK', 64 * 4)  # 4 rows per chunk: 3 chunks
     torch.manual_seed(0)
     h, w, t = torch.randn(10, 8) * 30, torch.randn(64, 8) * 3, torch.randint(0, 64, (10,))
     assert (torch.softmax(h @ w.t(), -1)[torch.arange(10), t] == 0).any()  # -log p(target) would be inf
@@ -441,8 +440,7 @@ def test_chunked_loss_is_exact_when_the_target_probability_underflows(monkeypatc
 
 def test_chunked_loss_under_bfloat16_autocast(monkeypatch):
     """The GPU training path: matmuls in bfloat16, sums and gradients in float32, close to the float32 loss."""
-    import model as model_module
-    monkeypatch.setattr(model_module, 'LOSS_CHUNK', 64 * 16)  # 16 rows per chunk: 4 chunks
+    monkeypatch.setattr(kernels, 'LOSS_CHUNK', 64 * 16)  # 16 rows per chunk: 4 chunks
     torch.manual_seed(0)
     h, w = torch.randn(50, 16, requires_grad=True), torch.randn(64, 16, requires_grad=True)
     t = torch.randint(0, 64, (50,))
@@ -479,8 +477,7 @@ def test_training_memory_does_not_grow_with_tokens_times_vocabulary(monkeypatch)
     """The plain loss makes (tokens x vocab) logits, softmax and gradient; the chunked one never makes a tensor
     bigger than the weights, one chunk of logits or the activations, however many tokens and however large
     the vocabulary. (A chunk of 2**16 logits here, so that a batch's logits span many chunks.)"""
-    import model as model_module
-    monkeypatch.setattr(model_module, 'LOSS_CHUNK', 2 ** 16)
+    monkeypatch.setattr(kernels, 'LOSS_CHUNK', 2 ** 16)
     for vocab, T in [(4096, 256), (4096, 1024), (16384, 1024)]:
         torch.manual_seed(0)
         model = GPT(GPTConfig(block_size=T, vocab_size=vocab, n_layer=2, n_head=2, n_embd=16, layer_pattern='SN',

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 
+from common import load_checkpoint
 from configurator import configure, in_range
 from model import GPT, GPTConfig
 from corpus import (DATA, HELD_OUT_FORMAT, HELD_OUT_NAMES, KEY_WORDS, NEEDLE_FORMATS, NOUNS, builtin_corpus,
@@ -285,7 +286,7 @@ def test_checkpoints_that_load_though_not_from_train_py(trained, tmp_path):
     'model' and 'model_args' load and sample; the latter cannot be resumed, which train.py says in one line."""
     good = torch.load(os.path.join(trained[0], 'ckpt.pt'), weights_only=True)
     torch.save({**good, 'model': {'_orig_mod.' + k: v for k, v in good['model'].items()}}, tmp_path / 'ckpt.pt')
-    model, _ = GPT.from_checkpoint(str(tmp_path / 'ckpt.pt'))
+    model, _ = load_checkpoint(str(tmp_path / 'ckpt.pt'))
     assert all(torch.equal(v, good['model'][k]) for k, v in model.state_dict().items())
     torch.save(dict(model=good['model'], model_args=good['model_args']), tmp_path / 'ckpt.pt')
     assert run('sample.py', f'--out_dir={tmp_path}', '--max_new_tokens=5').stdout.strip()
@@ -387,13 +388,13 @@ class CodeOnLoad:
 def test_a_checkpoint_that_would_run_code_is_refused(trained, tmp_path):
     """Every script loads checkpoints with weights_only=True: a crafted pickle is refused in one line and its
     code never runs, while train.py's own checkpoints load."""
-    model, checkpoint = GPT.from_checkpoint(os.path.join(trained[0], 'ckpt.pt'))
+    model, checkpoint = load_checkpoint(os.path.join(trained[0], 'ckpt.pt'))
     assert checkpoint['iter_num'] == 8 and not model.training
     crafted, ran = tmp_path / 'crafted', tmp_path / 'the code ran'
     crafted.mkdir()
     torch.save({'model_args': CodeOnLoad(str(ran))}, crafted / 'ckpt.pt')
     with pytest.raises(ValueError, match='not a checkpoint of tensors and plain values'):
-        GPT.from_checkpoint(str(crafted / 'ckpt.pt'))
+        load_checkpoint(str(crafted / 'ckpt.pt'))
     for script, *args in [('sample.py',), ('eval_long.py', '--tasks=short'), ('analyze_attention.py',),
                           ('export_hf.py',), ('train.py', *TINY, '--init_from=resume')]:
         p = run(script, *args, f'--out_dir={crafted}', ok=False)
