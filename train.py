@@ -20,8 +20,9 @@ import math
 import os
 import sys
 import time
+from collections import namedtuple
 from contextlib import nullcontext
-from dataclasses import asdict
+from dataclasses import asdict, fields
 
 import numpy as np
 import torch
@@ -118,25 +119,29 @@ if device_type == 'cuda':
     torch.backends.cuda.matmul.allow_tf32 = True
     torch.backends.cudnn.allow_tf32 = True
 
-# stages: the text's context and micro-batch of every iteration, and the retrieval sequences' (0, 0: none)
+# stages: from which iteration on the text has which context and micro-batch, and the retrieval sequences
+# theirs (0, 0: none). A config writes each as a tuple in this order; train.py reads them by name.
+Stage = namedtuple('Stage', 'from_iter block_size batch_size retrieval_length retrieval_batch')
 if stages:
-    stages = tuple(s + (0, 0) if type(s) is tuple and len(s) == 3 else s for s in stages)
-    if not all(type(s) is tuple and len(s) == 5 and all(type(v) is int and v >= 0 for v in s) and s[1] > 0
-               and s[2] + s[4] > 0 and (s[3] > 0 or not s[4]) for s in stages) \
-            or [s[0] for s in stages] != sorted({s[0] for s in stages}) or stages[0][0] != 0:
-        fail(f"stages={stages} must be ((0, block_size, batch_size[, retrieval_length, retrieval_batch]), "
-             f"(from_iter, ...), ...) with increasing from_iter, positive lengths and a sequence in every stage")
-    _, T_last, B_last, R_last, BR_last = stages[-1]
-    block_size = max(T_last if B_last else 0, R_last if BR_last else 0)  # the model's training length
+    stages = tuple(Stage(*s, *(0, 0)[:5 - len(s)]) if type(s) is tuple and len(s) in (3, 5)
+                   and all(type(v) is int and v >= 0 for v in s) else s for s in stages)
+    if not all(type(s) is Stage and s.block_size > 0 and s.batch_size + s.retrieval_batch > 0
+               and (s.retrieval_length > 0 or not s.retrieval_batch) for s in stages) \
+            or [s.from_iter for s in stages] != sorted({s.from_iter for s in stages}) or stages[0].from_iter != 0:
+        fail(f"stages={settings['stages']} must be ((0, block_size, batch_size[, retrieval_length, "
+             f"retrieval_batch]), (from_iter, ...), ...) with increasing from_iter, positive lengths and a "
+             f"sequence in every stage")
+    last = stages[-1]  # the model's training length: the longest sequence of the last stage
+    block_size = max(last.block_size if last.batch_size else 0, last.retrieval_length if last.retrieval_batch else 0)
 else:
-    stages = ((0, block_size, batch_size, 0, 0),)
-if dataset == 'recall' and any(s[4] for s in stages):
+    stages = (Stage(0, block_size, batch_size, 0, 0),)
+if dataset == 'recall' and any(s.retrieval_batch for s in stages):
     fail("dataset='recall' has no retrieval sequences of text: give stages of three numbers")
 
 
 def stage_at(it):
-    """(block_size, batch_size, retrieval_length, retrieval_batch) of iteration it."""
-    return next(s[1:] for s in reversed(stages) if it >= s[0])
+    """The Stage of iteration it."""
+    return next(s for s in reversed(stages) if it >= s.from_iter)
 
 
 def log(message):
@@ -151,7 +156,7 @@ def log(message):
 data_dir = os.path.join(DATA, dataset)
 if dataset == 'recall':
     meta = dict(vocab_size=RECALL_VOCAB, tokenizer=None)
-    if min(s[1] for s in stages) < 6:
+    if min(s.block_size for s in stages) < 6:
         fail("a recall sequence needs at least 6 tokens (one pair): raise block_size")
 elif not os.path.exists(os.path.join(data_dir, 'meta.json')):
     if dataset != 'shakespeare':
@@ -165,7 +170,7 @@ if dataset != 'recall':
         meta = json.load(f)
     enc = get_tokenizer(meta['tokenizer'])
     for split in ('train', 'val'):
-        if meta[f'{split}_tokens'] <= max(max(s[1], s[3]) for s in stages) + 1:
+        if meta[f'{split}_tokens'] <= max(max(s.block_size, s.retrieval_length) for s in stages) + 1:
             fail(f"{split}.bin of {dataset!r} holds {meta[f'{split}_tokens']} tokens, too few for block_size={block_size}")
 
 
@@ -206,10 +211,9 @@ def get_retrieval_batch(split, n, rng, T):
 
 # -----------------------------------------------------------------------------
 # model, optimizer, and the state of a resumed run
-model_args = dict(n_layer=n_layer, n_head=n_head, n_kv_head=n_kv_head, n_embd=n_embd, block_size=block_size,
-                  bias=bias, vocab_size=meta['vocab_size'], dropout=dropout, layer_pattern=layer_pattern,
-                  sliding_window=sliding_window, rope_theta=rope_theta, qk_norm=qk_norm,
-                  nope_temperature=nope_temperature, nope_temperature_floor=nope_temperature_floor)
+# the model's settings are GPTConfig's fields of the same names, and the data's vocabulary
+model_args = {f.name: globals()[f.name] for f in fields(GPTConfig) if f.name in settings}
+model_args['vocab_size'] = meta['vocab_size']
 # what may change when a run resumes: the long-context stage changes context, window and theta
 RESUMABLE_CHANGES = ('block_size', 'sliding_window', 'rope_theta', 'dropout')
 iter_num, best_val_loss, checkpoint = 0, float('inf'), None
@@ -366,7 +370,9 @@ bar = tqdm(total=max_iters, initial=iter_num, disable=None if master else True, 
 model.train()
 t0, step_losses, current = time.time(), [], None
 while True:
-    T, B, R, BR = stage_at(iter_num)
+    stage = stage_at(iter_num)
+    T, B = stage.block_size, stage.batch_size                # text: B sequences of T tokens
+    R, BR = stage.retrieval_length, stage.retrieval_batch    # retrieval sequences: BR of R tokens
     tokens_per_iter = gradient_accumulation_steps * (B * T + BR * R)
     if (T, B, R, BR) != current:
         current = (T, B, R, BR)
