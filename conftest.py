@@ -19,9 +19,10 @@ TINY = ['--dataset=' + DATASET, '--n_layer=2', '--n_head=2', '--n_kv_head=1', '-
         '--lr_decay_iters=8', '--learning_rate=0.01', '--peak_flops=1e9']
 
 
-def run(script, *args, ok=True):
-    """Run a repo script (e.g. 'train.py') with this Python, from the repo, on one thread; return the result."""
-    env = dict(os.environ, OMP_NUM_THREADS='1')
+def run(script, *args, ok=True, env=None):
+    """Run a repo script (e.g. 'train.py') with this Python, from the repo, on one thread, with the variables
+    of env added to the environment; return the result."""
+    env = dict(os.environ, OMP_NUM_THREADS='1', **(env or {}))
     command = [sys.executable, script, *args] if script.endswith('.py') else [sys.executable, '-m', script, *args]
     p = subprocess.run(command, cwd=HERE, capture_output=True, text=True, env=env, timeout=300)
     if ok:
@@ -36,6 +37,15 @@ def dataset():
     meta = prepare(docs, DATASET, val_fraction=0.2)
     yield meta
     shutil.rmtree(os.path.join(DATA, DATASET))
+
+
+@pytest.fixture
+def without_matplotlib(tmp_path):
+    """Environment variables under which `import matplotlib` fails, as on a machine without the extra."""
+    blocker = tmp_path / 'no_matplotlib' / 'matplotlib'
+    blocker.mkdir(parents=True)
+    (blocker / '__init__.py').write_text("raise ImportError('matplotlib is blocked for this test')\n")
+    return dict(PYTHONPATH=str(blocker.parent))
 
 
 @pytest.fixture(scope='session')

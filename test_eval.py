@@ -197,6 +197,23 @@ def test_eval_and_analysis_run_end_to_end(dataset, tmp_path):
     assert [l['kind'] for l in layers] == ['S', 'S', 'N']
 
 
+def test_plots_skipped_without_matplotlib_say_so(dataset, tmp_path, without_matplotlib):
+    """Without the optional extra, eval_long.py and analyze_attention.py still write their tables, and each
+    names the plot it skipped and how to install matplotlib, in one line. (bench.py's and reproduce.py's
+    notices are checked in their own tests.)"""
+    model = tiny_model('SSN', window=32)
+    torch.save(dict(model=model.state_dict(), model_args=vars(model.config), tokenizer='gpt2',
+                    config=dict(dataset=DATASET)), tmp_path / 'ckpt.pt')
+    p = run('eval_long.py', f'--out_dir={tmp_path}', '--tasks=niah', '--lengths=128', '--depths=0', '--samples=1',
+            env=without_matplotlib)
+    assert f"matplotlib is not installed: skipped {tmp_path}/niah.png (pip install matplotlib)" in p.stdout
+    assert os.path.exists(tmp_path / 'eval_long.json') and not os.path.exists(tmp_path / 'niah.png')
+    p = run('analyze_attention.py', f'--out_dir={tmp_path}', '--lengths=200', '--samples=1', env=without_matplotlib)
+    assert (f"matplotlib is not installed: skipped {tmp_path}/attention_distance.png (pip install matplotlib)"
+            in p.stdout)
+    assert os.path.exists(tmp_path / 'attention.json')
+
+
 def test_eval_bad_input_is_one_line(tmp_path):
     for args in (['--out_dir=' + str(tmp_path)], ['--tasks=passkey,foo'], ['--lengths=0.5']):
         p = run('eval_long.py', *args, ok=False)
@@ -384,7 +401,7 @@ def test_recall_checkpoint_trains_evaluates_and_analyses(tmp_path):
     assert [l['kind'] for l in layers] == ['S', 'S', 'S', 'N'] and sum(layers[3]['mass'].values()) == pytest.approx(1)
 
 
-def test_reproduce_recall_track_runs_end_to_end(tmp_path):
+def test_reproduce_recall_track_runs_end_to_end(tmp_path, without_matplotlib):
     args = ['reproduce.py', '--track=recall', '--variants=rope,rnope_swa_temp', '--seeds=2',
             '--max_iters=3', f'--out_root={tmp_path}/out', f'--results={tmp_path}/results', '--eval_lengths=128,256']
     p = run(*args)
@@ -399,9 +416,11 @@ def test_reproduce_recall_track_runs_end_to_end(tmp_path):
     assert set(summary['variants']['rnope_swa_temp']['pair_mass']) == {'S', 'N'}
     window_part = '\n## The window ablation (python reproduce.py --track=recall-window)\n\nits tables\n'
     (tmp_path / 'results' / 'recall.md').write_text(table + window_part)
-    p = run(*args)  # everything is done already: nothing is trained or evaluated again
+    p = run(*args, env=without_matplotlib)  # everything is done already: nothing is trained or evaluated again
     assert 'train.py' not in p.stdout and 'eval_long.py' not in p.stdout
     assert open(tmp_path / 'results' / 'recall.md').read() == table + window_part  # the other track's part kept
+    assert f"matplotlib is not installed: skipped the plots of {tmp_path}/results/recall.md (pip install " \
+           f"matplotlib)" in p.stdout
 
 
 def test_reproduce_recall_window_track_runs_end_to_end(tmp_path):

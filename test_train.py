@@ -403,13 +403,16 @@ def test_a_checkpoint_that_would_run_code_is_refused(trained, tmp_path):
     assert not ran.exists()
 
 
-def test_bench_runs_every_section(tmp_path):
-    """bench.py end to end at toy sizes: every table printed, the JSON written (no timing is asserted)."""
+def test_bench_runs_every_section(tmp_path, without_matplotlib):
+    """bench.py end to end at toy sizes: every table printed, the JSON written (no timing is asserted); without
+    matplotlib, one line names the plot skipped."""
     out = tmp_path / 'bench.json'
     p = run('bench.py', '--n_layer=4', '--n_embd=32', '--n_head=2', '--n_kv_head=1',
             '--sliding_window=16', '--train_lengths=32,64', '--train_tokens=128', '--attn_lengths=64,128',
             '--attn_forward_length=256', '--prefill_lengths=64,128', '--decode_lengths=32,64', '--decode_tokens=2',
-            '--recompute_lengths=32,64', '--loss_length=32', '--loss_steps=2', '--reps=1', f'--out={out}', '--plot=')
+            '--recompute_lengths=32,64', '--loss_length=32', '--loss_steps=2', '--reps=1', f'--out={out}',
+            f'--plot={tmp_path}/bench.png', env=without_matplotlib)
+    assert f"matplotlib is not installed: skipped {tmp_path}/bench.png (pip install matplotlib)" in p.stdout
     for title in ('training step, ', 'one attention layer', 'prefill', 'decode through the KV cache', 'without a cache',
                   'a training step of SSSN'):
         assert title in p.stdout
