@@ -4,6 +4,7 @@ question and answer tokens look?
 
     python analyze_attention.py --out_dir=out-hybrid-long
     python analyze_attention.py --out_dir=out-hybrid-tiny --lengths=512,2048 --samples=8
+    python analyze_attention.py --out_dir=out-hybrid-long --needles=2   # the asked needle against another
 
 For every layer, and averaged over the layers of each kind ('S', 'R', 'N'), over heads, query rows
 and prompts:
@@ -12,12 +13,16 @@ and prompts:
             attention sinks form), needle, context (the rest of the haystack), and question+answer
             itself. The four sum to 1. The paper's finding: NoPE layers put the most mass on the
             needle and carry the sink; RoPE layers look locally; QK-Norm spreads attention thin.
+            With --needles=K, K needles in one wording differ only in their key (eval_long.py's
+            binding task), the rows are those that predict the answer, and 'other needles' is a
+            fifth segment: retrieval by key puts the mass on the asked needle, not the others.
   entropy   of those attention distributions, in nats (log of the number of keys = uniform attention)
   distance  mean attention weight per key at each distance (log-spaced buckets), leaving out the
             first `sink` tokens: how local a layer is
 
 Only the query rows analysed are scored against the keys ((rows, T) per head), never T x T.
-Prints tables, writes out_dir/attention.json, and out_dir/attention_distance.png with matplotlib.
+Prints tables, writes out_dir/attention.json, and out_dir/attention_distance.png with matplotlib
+(attention_needles<K>.json and attention_distance_needles<K>.png with --needles=K, K > 1).
 """
 
 import json
@@ -229,11 +234,12 @@ if __name__ == '__main__':
         print_table(f"context {L:,}: attention mass of {rows_are}, and entropy (nats), per layer",
                     [(f"{i} {l['kind']}", l) for i, l in enumerate(layers)])
         print_table("  averaged by layer kind", [(f"'{k}' x{r['layers']}", r) for k, r in results[L]['kinds'].items()])
-    path = os.path.join(out_dir, 'attention.json')
+    suffix = f'_needles{needles}' if needles > 1 else ''
+    path = os.path.join(out_dir, f'attention{suffix}.json')
     write_atomic(path, lambda tmp: json.dump(dict(out_dir=out_dir, block_size=T, samples=samples, sink=sink,
                                                   seed=seed, results=results), open(tmp, 'w'), indent=1))
     print(f"\nwrote {path}")
-    path = os.path.join(out_dir, 'attention_distance.png')
+    path = os.path.join(out_dir, f'attention_distance{suffix}.png')
     if plots and have_matplotlib(path):
         plot_distance(results, path)
         print(f"wrote {path}")

@@ -324,7 +324,7 @@ if __name__ == '__main__':
         print_grid('needle in a format training never uses (held-out text), substring match', results['heldout'])
         print(took('heldout'))
     if 'binding' in wanted:  # needles at random depths: one column per length, one row per number of needles
-        results['binding'] = {}
+        results['binding'], results['binding_samples'] = {}, binding_samples
         for k in binding_needles:
             gen = np.random.default_rng([seed, k])  # each number of needles its own draws
             prompts = {L: [binding_prompt(enc, hays, L, k, gen) for _ in range(binding_samples)] for L in L_list}

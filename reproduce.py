@@ -161,7 +161,7 @@ def train_and_evaluate(name, s, run_name):
     if track == 'text':
         extra.append(f"--dataset={dataset}")
     if not finished(out_dir, iters):  # never trained, or stopped part way: continue from its last checkpoint
-        for f in ('eval_long.json', 'attention.json'):
+        for f in ('eval_long.json', 'attention.json', 'attention_needles2.json'):
             if os.path.exists(os.path.join(out_dir, f)):
                 os.remove(os.path.join(out_dir, f))
         resume = ['--init_from=resume'] if os.path.exists(os.path.join(out_dir, 'ckpt.pt')) else []
@@ -177,6 +177,9 @@ def train_and_evaluate(name, s, run_name):
                              + TEMPERATURE_ARGS, log_path)
     if not os.path.exists(os.path.join(out_dir, 'attention.json')):
         times['analysis'] = run([python, 'analyze_attention.py', f'--out_dir={out_dir}'] + ANALYSIS_ARGS[track], log_path)
+    if track == 'text' and not os.path.exists(os.path.join(out_dir, 'attention_needles2.json')):  # binding
+        times['analysis'] = times.get('analysis', 0) + run(
+            [python, 'analyze_attention.py', f'--out_dir={out_dir}', '--needles=2'] + ANALYSIS_ARGS[track], log_path)
     write_atomic(times_path, lambda tmp: json.dump(times, open(tmp, 'w')))
     print(f"{run_name} done: " + ', '.join(f"{k} {v:.0f} s" for k, v in times.items() if k not in ('jobs', 'cores')),
           flush=True)
@@ -391,6 +394,17 @@ for task, title in [*RETRIEVAL.items(), ('ruler', 'RULER-style tasks, mean of th
         summary[n][task] = by_length
         lines.append(f"| {n} ({n_seeds[n]}) | {label(n)} | " + ' | '.join(spread(by_length[L]) for L in lengths) + ' |')
     lines.append('')
+for k in ev[runs[0][2]].get('binding', {}):  # retrieval by key: needles in one wording, one asked
+    lines += [f"**binding: {k} needles in one wording (the held-out one), one asked: the asked needle's value, "
+              f"and in brackets another needle's** ({ev[runs[0][2]].get('binding_samples', 20)} prompts a cell)", '',
+              '| variant (seeds) | layers | ' + ' | '.join(f"{int(L) // T}× ({int(L):,})" for L in lengths) + ' |',
+              '|---|---|' + '---|' * len(lengths)]
+    for n in chosen:
+        got = {o: {L: [ev[r]['binding'][k][L][o] for r in by_variant[n]] for L in lengths} for o in ('asked', 'other')}
+        summary[n][f'binding{k}'] = got
+        lines.append(f"| {n} ({n_seeds[n]}) | {label(n)} | "
+                     + ' | '.join(f"{spread(got['asked'][L])} ({spread(got['other'][L])})" for L in lengths) + ' |')
+    lines.append('')
 lines += [f"**Language modelling**: validation loss at the training length ({T}), and mean loss over the first "
           f"{T} and {lengths[-1]} tokens of held-out documents (loss by position: ppl_by_position.png). {TIMES}", '',
           '| variant (seeds) | layers | val loss at T | loss over T | over 8T | train s | eval + analysis s |',
@@ -414,13 +428,28 @@ for L in att[runs[0][2]]['results']:
             ent = np.mean([att[x]['results'][L]['kinds'][kind]['entropy'] for x in rs])
             lines.append(f"| {n} | `{kind}` ×{r['layers']} | " + ' | '.join(f"{v:.3f}" for v in mass.values())
                          + f" | {ent:.2f} |")
+bind = {r: load(r, 'attention_needles2.json') for _, _, r in runs}
+for L in bind[runs[0][2]]['results']:
+    lines += ['', f"Attention of the rows that predict the answer, two needles in one wording ({L} tokens), "
+                  f"averaged over the layers of each kind and over seeds: mass on the asked needle and on the other:",
+              '', '| variant | layers | asked needle | other needle | ratio |', '|---|---|---|---|---|']
+    for n in chosen:
+        rs = by_variant[n]
+        for kind, x in bind[rs[0]]['results'][L]['kinds'].items():
+            asked, other = (np.mean([bind[r]['results'][L]['kinds'][kind]['mass'][s] for r in rs])
+                            for s in ('needle', 'other needles'))
+            lines.append(f"| {n} | `{kind}` ×{x['layers']} | {asked:.3f} | {other:.3f} | {asked / max(other, 1e-9):.1f} |")
 
 
 def draw(plt):
     # retrieval against length, one panel per task
-    fig, axes = plt.subplots(1, len(RETRIEVAL), figsize=(4.2 * len(RETRIEVAL), 3.6), squeeze=False)
-    for ax, task in zip(axes[0], RETRIEVAL):
-        draw_by_length(ax, {n: summary[n][task] for n in chosen}, T, task, 'exact match' if task == 'passkey' else 'found')
+    panels = [(task, {n: summary[n][task] for n in chosen}, 'exact match' if task == 'passkey' else 'found')
+              for task in RETRIEVAL]
+    panels += [(f'binding, {k} needles', {n: summary[n][f'binding{k}']['asked'] for n in chosen}, 'asked value')
+               for k in ev[runs[0][2]].get('binding', {})]
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.6), squeeze=False)
+    for ax, (title, values, ylabel) in zip(axes[0], panels):
+        draw_by_length(ax, values, T, title, ylabel)
     names = [save(fig, 'retrieval_by_length.png')]
     # needle in a haystack: per variant (its first seed), the score over lengths x depths
     fig, axes = plt.subplots(1, len(chosen), figsize=(2.6 * len(chosen) + 0.6, 2.8), squeeze=False)
