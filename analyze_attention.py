@@ -14,8 +14,8 @@ and prompts:
             itself. The four sum to 1. The paper's finding: NoPE layers put the most mass on the
             needle and carry the sink; RoPE layers look locally; QK-Norm spreads attention thin.
             With --needles=K, K needles in one wording differ only in their key (eval_long.py's
-            binding task), the rows are those that predict the answer, and 'other needles' is a
-            fifth segment: retrieval by key puts the mass on the asked needle, not the others.
+            binding task), the one row is the question's last token (it predicts the answer), and
+            'other needles' is a fifth segment: retrieval by key puts the mass on the asked needle.
   entropy   of those attention distributions, in nats (log of the number of keys = uniform attention)
   distance  mean attention weight per key at each distance (log-spaced buckets), leaving out the
             first `sink` tokens: how local a layer is
@@ -46,22 +46,24 @@ RECALL_SEGMENTS = ('begin', 'pair', 'other pairs', 'filler', 'query')  # of a re
 
 
 def needle_prompt(enc, hay, length, rng, needles=1):
-    """A needle-in-a-haystack prompt with its answer appended: tokens (length,), the needles' (start, end) spans
-    (the asked needle's first), where the question begins, and the first query row analysed. One needle:
-    RULER's magic number, and the rows are the question and the answer. More: eval_long.py's binding prompt,
-    every needle in one wording and only the keys differing, and the rows are those that predict the answer
-    (its last question token on), where the asked key must be matched."""
-    if needles == 1:
-        key, value = random_keys(rng, 1)[0], random_number(rng)
-        texts, keys, values = [NEEDLE.format(key=key, value=value)], [key], [value]
-        intro, question = RULER_INTRO, QUESTION.format(key=key)
-    else:
+    """A needle-in-a-haystack prompt: tokens (length,), the needles' (start, end) spans (the asked needle's
+    first), where the question begins, and the first query row analysed. One needle: RULER's magic number,
+    its answer appended, and the rows are the question and the answer. More: eval_long.py's binding prompt,
+    every needle in one wording and only the keys differing, and the one row is the question's last token,
+    which predicts the answer's first: there the asked key must be matched (later rows could copy the rest of
+    the answer from its first token)."""
+    if needles > 1:
         texts, keys, values = same_wording_needles(rng, needles)
-        intro, question = HELD_OUT_INTRO, HELD_OUT_FORMAT[1].format(key=keys[0])
-    answer = enc.encode_ordinary(f" {values[0]}.")
-    tokens, spans = haystack_prompt(enc, hay, length - len(answer), rng.random(needles), texts, intro, question, rng)
+        question = HELD_OUT_FORMAT[1].format(key=keys[0])
+        tokens, spans = haystack_prompt(enc, hay, length, rng.random(needles), texts, HELD_OUT_INTRO, question, rng)
+        return tokens, spans, length - len(enc.encode_ordinary('\n' + question)), length - 1
+    key, value = random_keys(rng, 1)[0], random_number(rng)
+    answer = enc.encode_ordinary(f" {value}.")
+    question = QUESTION.format(key=key)
+    tokens, spans = haystack_prompt(enc, hay, length - len(answer), [rng.random()], [NEEDLE.format(key=key, value=value)],
+                                    RULER_INTRO, question, rng)
     q_start = len(tokens) - len(enc.encode_ordinary('\n' + question))
-    return np.concatenate([tokens, answer]), spans, q_start, q_start if needles == 1 else len(tokens) - 1
+    return np.concatenate([tokens, answer]), spans, q_start, q_start
 
 
 @torch.no_grad()
@@ -223,7 +225,8 @@ if __name__ == '__main__':
         names = BINDING_SEGMENTS if needles > 1 else SEGMENTS
         make = {L: needle_batch([needle_prompt(enc, hay, L, rng, needles) for _ in range(samples)], names, sink,
                                 device) for L in L_list}
-        rows_are = 'the question+answer rows' if needles == 1 else f'the answer rows ({needles} needles, one asked)'
+        rows_are = ('the question+answer rows' if needles == 1
+                    else f"the question's last row ({needles} needles in one wording, one asked)")
     print(f"{out_dir}: layers {model.config.layer_kinds()}, window {model.config.sliding_window}, "
           f"qk_norm {model.config.qk_norm}, trained at {T} tokens", flush=True)
 

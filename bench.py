@@ -1,6 +1,6 @@
 """
 Speed and memory of the hybrid ('SSSN') against a full-attention RoPE model ('R') of the same size,
-side by side in one run. Prints tables and writes results/bench.json and results/bench.png (with matplotlib):
+side by side in one run. Prints tables and writes results/bench/bench.json and bench.png (with matplotlib):
 
     python bench.py                                  # about 10 minutes on 2 CPU cores
     python bench.py --sections=decode,recompute      # some sections only
@@ -17,7 +17,7 @@ Sections:
              torch.compile), the KV cache's bytes, and the memory-bandwidth bound: the time to read the
              weights and the cache once at the measured copy bandwidth
   recompute  the same decode step without a cache, recomputing the whole context (as nanoGPT's generate does)
-  loss       a training step with the chunked loss (model.py's ChunkedCrossEntropy) against the plain one that
+  loss       a training step with the chunked loss (kernels.ChunkedCrossEntropy) against the plain one that
              makes every logit of the batch (F.cross_entropy), and with and without keeping freed memory
              (common.keep_freed_memory): tokens/s and peak memory, each run in a fresh process
 
@@ -66,8 +66,8 @@ loss_steps: '[2, inf)' = 12               # training steps per process; the medi
 reps: '[1, inf)' = 3                      # runs per measurement (median), after a warm-up; the longest run once
 device = 'auto'
 dtype = 'float32'
-out = 'results/bench.json'
-plot = 'results/bench.png'         # '' = no plot
+out = 'results/bench/bench.json'
+plot = 'results/bench/bench.png'   # '' = no plot
 worker = ''                        # internal: 'prefill:PATTERN:LENGTH' or 'loss:plain|chunked:keep|release' runs
                                    # one measurement and prints its JSON
 configure(globals())

@@ -10,13 +10,15 @@ Text track: the seven variants below trained with train.py on Shakespeare with r
 same data and budget (config/repro.py plus the variant's own layer settings), two seeds for rope and
 rnope_swa and one for the others, then eval_long.py (passkey, needle in a haystack, the held-out format,
 RULER-style tasks, loss by position, at 1x to 8x the training length) and analyze_attention.py on each;
-the tables in results/results.md, with the spread over seeds, and the plots in results/.
+the tables in results/text/results.md, with the spread over seeds, and the plots beside them.
 Recall track: the same variants trained on multi-query associative recall (config/recall.py), three seeds
 each; accuracy at 1x to 16x the training length, heat maps of accuracy by depth, and the attention on the
-asked pair, in results/recall.md (its first part) and beside it.
+asked pair, in results/recall/recall.md and beside it.
 Recall-window track: RNoPE-SWA on the recall task with windows of 16 to 128 and RRRN, two seeds each,
 evaluated at 1x to 512x with 8, 32 and 64 pairs (with the NoPE temperature at evaluation too where the
-window is wide), and analysed at 1x and 64x: results/recall.md's second part, recall_window.png and .json.
+window is wide), and analysed at 1x and 64x: results/window/window.md, window.png and window.json.
+Each track's folder also holds logs/, one log per run (tail -f follows a run), and the track's report,
+README.md, written by hand: the predictions, written before the track ran, beside what it measured.
 Runs go two at a time (--jobs), each with its share of the cores; their output goes to their logs. A run
 whose checkpoint has already finished is not trained again, one that stopped part way continues from its last
 checkpoint, and one whose evaluation exists is not evaluated again, so an interrupted run picks up where it
@@ -70,10 +72,12 @@ def label(name):
             + (f" +NoPE temp. β={settings['nope_temperature']:g}" if settings.get('nope_temperature') else ''))
 
 
-# track: (its recipe, its variants, where its runs go, seeds per variant: {variant: seeds}, and for the others)
-TRACKS = {'text': ('config/repro.py', VARIANTS, 'out-repro', {'rope': 2, 'rnope_swa': 2}, 1),
-          'recall': ('config/recall.py', VARIANTS, 'out-recall', {}, 3),
-          'recall-window': ('config/recall.py', tuple(WINDOWS) + ('rnope',), 'out-recall-window', {}, 2)}
+# track: (its recipe, its variants, where its runs go, where its tables go, seeds per variant: {variant: seeds},
+# and for the others)
+TRACKS = {'text': ('config/repro.py', VARIANTS, 'out-repro', 'results/text', {'rope': 2, 'rnope_swa': 2}, 1),
+          'recall': ('config/recall.py', VARIANTS, 'out-recall', 'results/recall', {}, 3),
+          'recall-window': ('config/recall.py', tuple(WINDOWS) + ('rnope',), 'out-recall-window', 'results/window',
+                            {}, 2)}
 
 track = 'text'                  # 'text', 'recall' or 'recall-window'
 variants = ''                   # which to run, comma-separated; '' = every variant of the track
@@ -82,7 +86,7 @@ seeds: '[0, inf)' = 0                     # seeds per variant (1337, 1338, ...);
 max_iters: '[0, inf)' = 0                 # 0 = the track's config budget
 dataset = 'shakespeare'         # text track: the training text
 out_root = ''                   # checkpoints and evaluations: out_root/<run>/; '' = out-repro or out-recall
-results = 'results'             # where the logs, the tables and the plots go
+results = ''                    # where the tables, the plots and logs/ go; '' = results/<the track's folder>
 eval_samples: '[1, inf)' = 4              # text track: prompts per eval grid cell
 eval_lengths: '[1, inf)' = ()             # eval_long.py's --lengths; () = 1x-8x the training length (text), 1x-16x (recall)
 jobs: '[1, inf)' = 2                      # runs at a time, the cores shared out among them: on 2 cores the text
@@ -93,8 +97,8 @@ os.chdir(os.path.dirname(os.path.abspath(__file__)))  # the scripts, config/ and
 
 if track not in TRACKS:
     fail(f"track={track!r} must be one of {', '.join(TRACKS)}")
-config_file, track_variants, default_root, seeds_of, other_seeds = TRACKS[track]
-out_root = out_root or default_root
+config_file, track_variants, default_root, default_results, seeds_of, other_seeds = TRACKS[track]
+out_root, results = out_root or default_root, results or default_results
 chosen = [v for v in variants.split(',') if v] or list(track_variants)
 if set(chosen) - set(track_variants):
     fail(f"variants={variants!r}: the {track} track has {','.join(track_variants)}")
@@ -149,12 +153,12 @@ temperature_file = results_file(tuple(TEMPERATURE.values()))
 runs = [(n, s, f"{n}-s{s}") for n in chosen for s in range(seeds or seeds_of.get(n, other_seeds))]
 jobs = min(jobs, len(runs))  # one run alone gets every core
 env = dict(os.environ, OMP_NUM_THREADS=str(max(1, (os.cpu_count() or 1) // jobs)))  # torch's threads per run
-os.makedirs(results, exist_ok=True)
+os.makedirs(os.path.join(results, 'logs'), exist_ok=True)
 
 
 def train_and_evaluate(name, s, run_name):
     out_dir = os.path.join(out_root, run_name)
-    log_path = os.path.join(results, f"{track}-{run_name}.log")
+    log_path = os.path.join(results, 'logs', f"{run_name}.log")
     times_path = os.path.join(out_dir, 'times.json')
     times = json.load(open(times_path)) if os.path.exists(times_path) else {}
     extra = [f"--{k}={v}" for k, v in variant(name).items()] + [f"--seed={1337 + s}"]
@@ -200,7 +204,7 @@ def avg(values):
 
 
 def save(fig, name):
-    """Write a figure to results/<name> and close it; returns the name."""
+    """Write a figure to the track's folder and close it; returns the name."""
     import matplotlib.pyplot as plt
     fig.tight_layout()
     fig.savefig(os.path.join(results, name), dpi=80)
@@ -208,22 +212,8 @@ def save(fig, name):
     return name
 
 
-# The two recall tracks share results/recall.md: the recall track writes what comes before this heading,
-# the window ablation the heading and what follows, each keeping the other's part.
-WINDOW_HEADING = '## The window ablation (python reproduce.py --track=recall-window)'
-
-
-def recall_md(text):
-    """recall.md with text as this track's part and the other track's part as it was."""
-    path = os.path.join(results, 'recall.md')
-    head, heading, tail = (open(path).read() if os.path.exists(path) else '').partition(WINDOW_HEADING)
-    if track == 'recall':
-        return text + (f"\n{heading}{tail}" if heading else '')
-    return (head.rstrip('\n') + '\n\n' if head.strip() else '') + text
-
-
 def finish(md, text, json_name, data, draw):
-    """Every track's end: text into results/<md>, data into results/<json_name>, the table printed, then the
+    """Every track's end: text into <results>/<md>, data into <results>/<json_name>, the table printed, then the
     plots (draw(plt) saves them and returns their names), or one line on how to get them."""
     write_atomic(os.path.join(results, md), lambda tmp: open(tmp, 'w').write(text))
     write_atomic(os.path.join(results, json_name), lambda tmp: json.dump(data, open(tmp, 'w'), indent=1))
@@ -289,12 +279,12 @@ if track == 'recall-window':
     acc = {(n, p, how): {L: [(with_temp if how else ev)[r]['recall'][p][L]['accuracy'] for r in by_variant[n]]
                          for L in lengths}
            for n in chosen for p in pair_counts for how in ((0, 1) if n in hot else (0,))}
-    lines = [WINDOW_HEADING, '', f"Per-query accuracy (argmax, teacher-forced) with {', '.join(pair_counts)} pairs, "
+    lines = [f"Per-query accuracy (argmax, teacher-forced) with {', '.join(pair_counts)} pairs, "
              f"trained at {T} tokens with {read_config(config_file)['recall_pairs']} pairs; sequences per length: "
              f"{', '.join(str(v) for v in ev[runs[0][2]]['samples'].values())}; mean over seeds, (min-max) over seeds.",
              f"'+ temperature at evaluation': the same checkpoints evaluated with the NoPE temperature "
              f"(beta {TEMPERATURE['nope_temperature']}, floor {TEMPERATURE['nope_temperature_floor']}), never trained "
-             f"with it.", '', '![accuracy against length, per window](recall_window.png)', '']
+             f"with it.", '', '![accuracy against length, per window](window.png)', '']
     for p in pair_counts:
         lines += [f"**{p} pairs**", '', '| variant (seeds) | layers | ' + ' | '.join(f"{int(L) // T}×" for L in lengths)
                   + ' |', '|---|---|' + '---|' * len(lengths)]
@@ -319,9 +309,9 @@ if track == 'recall-window':
             draw_by_length(ax, {n if not how else f"{n} + temperature at evaluation": v
                                 for (n, q, how), v in acc.items() if q == p},
                            T, f'associative recall, {p} pairs: mean and min-max over seeds', 'per-query accuracy')
-        return [save(fig, 'recall_window.png')]
+        return [save(fig, 'window.png')]
 
-    finish('recall.md', recall_md('\n'.join(lines) + '\n'), 'recall_window.json', dict(
+    finish('window.md', '\n'.join(lines) + '\n', 'window.json', dict(
         block_size=T, lengths=lengths, seeds=n_seeds, temperature=TEMPERATURE,
         accuracy={f"{n} {p} pairs{' temperature at evaluation' if how else ''}": v for (n, p, how), v in acc.items()},
         runs={r: dict(eval=ev[r], temperature_at_evaluation=with_temp.get(r),
@@ -346,7 +336,7 @@ if track == 'recall':
                      + f" | {np.mean(exact[lengths[0]]):.2f} / {np.mean(exact[lengths[-1]]):.2f} | {seconds(rs)} |")
     lines += ['', f"Where the asked keys look: attention mass of the asked-key rows on the asked pair (its key and "
                   f"value in the haystack), per layer kind, mean over seeds, at {T} and {4 * T} tokens "
-                  f"(the rest goes to the other pairs, the filler, the query region and BOS: results/recall.json).", '',
+                  f"(the rest goes to the other pairs, the filler, the query region and BOS: recall.json).", '',
               '| variant | layers | ' + ' | '.join(f"pair mass {L}" for L in att[runs[0][2]]['results'])
               + ' | entropy |', '|---|---|' + '---|' * (len(att[runs[0][2]]['results']) + 1)]
     for n in chosen:
@@ -371,7 +361,7 @@ if track == 'recall':
                          xlabel='depth of the asked pair in the haystack', fontsize=7)
         return names + [save(fig, 'recall_depth.png')]
 
-    finish('recall.md', recall_md('\n'.join(lines) + '\n'), 'recall.json', dict(
+    finish('recall.md', '\n'.join(lines) + '\n', 'recall.json', dict(
         block_size=T, lengths=lengths, pairs=pairs, seeds=n_seeds, variants=summary,
         runs={r: dict(eval=ev[r], attention={L: x['kinds'] for L, x in att[r]['results'].items()}, times=tm[r])
               for _, _, r in runs}), draw)
@@ -430,7 +420,7 @@ for L in att[runs[0][2]]['results']:
                          + f" | {ent:.2f} |")
 bind = {r: load(r, 'attention_needles2.json') for _, _, r in runs}
 for L in bind[runs[0][2]]['results']:
-    lines += ['', f"Attention of the rows that predict the answer, two needles in one wording ({L} tokens), "
+    lines += ['', f"Attention of the question's last token (it predicts the answer), two needles in one wording ({L} tokens), "
                   f"averaged over the layers of each kind and over seeds: mass on the asked needle and on the other:",
               '', '| variant | layers | asked needle | other needle | ratio |', '|---|---|---|---|---|']
     for n in chosen:

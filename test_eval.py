@@ -255,6 +255,9 @@ def test_reproduce_trains_evaluates_and_tabulates(dataset, tmp_path):
     p = run(*args)
     table = open(tmp_path / 'results' / 'results.md').read()
     assert '| rnope_swa (1) | `SSSN` |' in table and '**a needle format' in table
+    assert '**binding: 2 needles in one wording' in table and '**binding: 4 needles' in table
+    assert re.search(r'\| rnope_swa \| `N` ×1 \| [\d.]+ \| [\d.]+ \| [\d.]+ \|', table)  # the asked needle's mass
+    assert os.path.exists(tmp_path / 'out' / 'rnope_swa-s0' / 'attention_needles2.json')
     assert 'train.py' in p.stdout and 'eval_long.py' in p.stdout and 'analyze_attention.py' in p.stdout
     assert 'iter 0:' in p.stdout and "with 1 run at a time on" in table  # one run alone: every core, its output shown
     p = run(*args)  # everything is done already: nothing is trained or evaluated again
@@ -268,8 +271,8 @@ def test_reproduce_stops_at_a_failed_run_in_one_line(tmp_path):
     p = run('reproduce.py', '--variants=rope,nope,rnope', '--seeds=1', '--max_iters=2', '--dataset=no_such_set',
             '--jobs=2', f'--out_root={tmp_path}/out', f'--results={tmp_path}/results', ok=False)
     assert p.returncode == 2 and 'Traceback' not in p.stderr and p.stderr.count('\n') == 1, p.stderr
-    assert re.search(r'train\.py failed \(exit 2\); its output is in .*text-(rope|nope|rnope)-s0\.log', p.stderr)
-    assert "dataset 'no_such_set' not found" in open(tmp_path / 'results' / 'text-rope-s0.log').read()
+    assert re.search(r'train\.py failed \(exit 2\); its output is in .*logs/(rope|nope|rnope)-s0\.log', p.stderr)
+    assert "dataset 'no_such_set' not found" in open(tmp_path / 'results' / 'logs' / 'rope-s0.log').read()
     assert not os.path.exists(tmp_path / 'results' / 'results.md')
 
 
@@ -407,18 +410,16 @@ def test_reproduce_recall_track_runs_end_to_end(tmp_path, without_matplotlib):
     p = run(*args)
     assert p.stdout.count('$ python train.py config/recall.py') == 4 and '--nope_temperature=0.1' in p.stdout
     assert p.stdout.count(' done: train ') == 4 and 'iter 0:' not in p.stdout  # two at a time: their output in the logs
-    assert 'iter 0:' in open(tmp_path / 'results' / 'recall-rope-s1.log').read()
+    assert 'iter 0:' in open(tmp_path / 'results' / 'logs' / 'rope-s1.log').read()
     table = open(tmp_path / 'results' / 'recall.md').read()
     assert "each run's wall clock, with 2 runs at a time on" in table
     assert '| rope | `R` |' in table and '| rnope_swa_temp | `SSSN` +NoPE temp. β=0.1 |' in table
     summary = json.load(open(tmp_path / 'results' / 'recall.json'))
     assert summary['seeds'] == {'rope': 2, 'rnope_swa_temp': 2} and len(summary['variants']['rope']['accuracy']['256']) == 2
     assert set(summary['variants']['rnope_swa_temp']['pair_mass']) == {'S', 'N'}
-    window_part = '\n## The window ablation (python reproduce.py --track=recall-window)\n\nits tables\n'
-    (tmp_path / 'results' / 'recall.md').write_text(table + window_part)
     p = run(*args, env=without_matplotlib)  # everything is done already: nothing is trained or evaluated again
     assert 'train.py' not in p.stdout and 'eval_long.py' not in p.stdout
-    assert open(tmp_path / 'results' / 'recall.md').read() == table + window_part  # the other track's part kept
+    assert open(tmp_path / 'results' / 'recall.md').read() == table
     assert f"matplotlib is not installed: skipped the plots of {tmp_path}/results/recall.md (pip install " \
            f"matplotlib)" in p.stdout
 
@@ -429,18 +430,14 @@ def test_reproduce_recall_window_track_runs_end_to_end(tmp_path):
     temperature is the recall track's test.)"""
     args = ['reproduce.py', '--track=recall-window', '--variants=window64,rnope', '--seeds=1',
             '--max_iters=3', f'--out_root={tmp_path}/out', f'--results={tmp_path}/results', '--eval_lengths=128,512']
-    os.makedirs(tmp_path / 'results')
-    recall_part = 'Per-query accuracy of the recall track\n'
-    (tmp_path / 'results' / 'recall.md').write_text(recall_part)
     p = run(*args)
     assert p.stdout.count('$ python train.py config/recall.py') == 2 and '--sliding_window=64' in p.stdout
     assert p.stdout.count('--nope_temperature=0.1') == 1  # window64 evaluated with it, never trained with it
     assert os.path.exists(tmp_path / 'out' / 'window64-s0' / 'eval_long_temp0.1_16.json')
-    table = open(tmp_path / 'results' / 'recall.md').read()
-    assert table.startswith(recall_part)  # the recall track's part is kept, the window ablation's follows it
+    table = open(tmp_path / 'results' / 'window.md').read()
     assert '| window64 (1) | `SSSN` W=64 + temperature at evaluation |' in table and '**64 pairs**' in table
     assert '| rnope (1) | `RRRN` | - |' in table.split('**64 pairs**')[1]  # 64 pairs do not fit 128 tokens
-    summary = json.load(open(tmp_path / 'results' / 'recall_window.json'))
+    summary = json.load(open(tmp_path / 'results' / 'window.json'))
     assert len(summary['accuracy']['window64 64 pairs temperature at evaluation']['512']) == 1
     assert summary['accuracy']['rnope 64 pairs']['128'] == [None]
     p = run(*args)  # everything is done already
