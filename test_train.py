@@ -487,3 +487,29 @@ def test_settings_out_of_range_are_refused_in_one_line(script, capsys):
             assert f"{name}=" in err and interval in err, (script, name, value, err)
         for value in inside:
             configure(dict(settings), [f'--{name}={int(value) if integer else value}'])
+
+
+def test_every_file_in_results_is_named_by_a_document():
+    """results/ holds nothing a reader cannot find: every file outside a logs/ folder is named, by its file name,
+    in another document (a .md file) or a script; a logs/ folder is named as a whole by its folder's report
+    (README.md). A stray file fails this test."""
+    results = os.path.join(HERE, 'results')
+    documents = [os.path.join(root, f) for root, dirs, files in os.walk(HERE)
+                 if not os.path.relpath(root, HERE).startswith(('.', 'data', 'out'))
+                 for f in files if f.endswith('.md') or (f.endswith('.py') and not f.startswith('test_'))]
+    texts = {path: open(path, encoding='utf-8').read() for path in documents}
+    stray = []
+    for root, dirs, files in os.walk(results):
+        for f in files:
+            path = os.path.join(root, f)
+            if f == 'README.md':  # a report: a document itself
+                continue
+            if os.sep + 'logs' in os.path.relpath(path, HERE):
+                folder = path.split(os.sep + 'logs' + os.sep)[0]
+                report = os.path.join(folder, 'README.md')
+                named = os.path.exists(report) and 'logs/' in texts[report]
+            else:
+                named = any(f in text for other, text in texts.items() if other != path)
+            if not named:
+                stray.append(os.path.relpath(path, HERE))
+    assert not stray, f"files under results/ that no document names: {stray}"
