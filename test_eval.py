@@ -154,6 +154,30 @@ def test_attention_segments_sum_to_one(hays):
         assert all(v >= 0 for v in layer['mass'].values())
 
 
+def test_binding_attention_segments_tell_the_asked_needle_from_the_others(hays):
+    """analyze_attention.py --needles=2: one row, the question's last token; the asked needle's tokens are
+    'needle', the other's 'other needles'; attention all on the other needle counts there, not as a hit."""
+    from analyze_attention import BINDING_SEGMENTS
+    import analyze_attention
+    tokens, spans, q_start, row = needle_prompt(ENC, hays['text'], 400, np.random.default_rng(6), needles=2)
+    assert len(tokens) == 400 and row == 399 and len(spans) == 2 and q_start < row
+    idx, rows, seg = needle_batch([(tokens, spans, q_start, row)], BINDING_SEGMENTS, 10, 'cpu')
+    assert rows.tolist() == [399]
+    for (a, b), name in zip(spans, ('needle', 'other needles')):
+        assert (seg[0, 0, a:b] == BINDING_SEGMENTS.index(name)).all()
+        assert (seg[0, 0] == BINDING_SEGMENTS.index(name)).sum() == b - a
+    other = spans[1][0]
+
+    def on_the_other(attn, x, rows, cos, sin):
+        w = torch.zeros(x.size(0), attn.n_head, len(rows), x.size(1))
+        w[..., other] = 1.0
+        return w
+    with pytest.MonkeyPatch.context() as m:
+        m.setattr(analyze_attention, 'attention_rows', on_the_other)
+        [layer] = analyze(tiny_model('N'), idx, rows, seg, BINDING_SEGMENTS, 10)
+    assert layer['mass']['other needles'] == pytest.approx(1.0) and layer['mass']['needle'] == 0
+
+
 def test_attention_analysis_of_uniform_attention(hays):
     """With q = 0 every visible key gets the same weight, so the masses, entropies and the distance
     profile follow from counting keys: a full layer spreads over all p + 1 keys, an 'S' layer over its
