@@ -280,7 +280,7 @@ def test_reproduce_trains_evaluates_and_tabulates(dataset, tmp_path):
     table = open(tmp_path / 'results' / 'results.md').read()
     assert '| rnope_swa (1) | `SSSN` |' in table and '**a needle format' in table
     assert '**binding: 2 needles in one wording' in table and '**binding: 4 needles' in table
-    assert re.search(r'\| rnope_swa \| `N` ×1 \| [\d.]+ \| [\d.]+ \| [\d.]+ \|', table)  # the asked needle's mass
+    assert re.search(r"\| rnope_swa \| `N` ×2 \| [\d.]+ \| [\d.]+ \| [\d.]+ \|", table)  # the asked needle's mass
     assert os.path.exists(tmp_path / 'out' / 'rnope_swa-s0' / 'attention_needles2.json')
     assert 'train.py' in p.stdout and 'eval_long.py' in p.stdout and 'analyze_attention.py' in p.stdout
     assert 'iter 0:' in p.stdout and "with 1 run at a time on" in table  # one run alone: every core, its output shown
