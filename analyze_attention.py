@@ -35,10 +35,10 @@ from tqdm import tqdm
 
 from common import have_matplotlib, load_model, resolve_device, write_atomic
 from configurator import configure, fail
-from corpus import DATA, HELD_OUT_FORMAT, get_tokenizer, recall_batch
+from corpus import DATA, get_tokenizer, recall_batch
 from model import attention_weights, visible
-from tasks import (HELD_OUT_INTRO, NEEDLE, QUESTION, RULER_INTRO, Haystack, draw_distance, haystack_prompt,
-                   held_out_text, random_keys, random_number, same_wording_needles)
+from tasks import (NEEDLE, QUESTION, RULER_INTRO, Haystack, binding_prompt, draw_distance, haystack_prompt,
+                   held_out_text, random_keys, random_number)
 
 SEGMENTS = ('begin', 'needle', 'context', 'question')                    # of a needle prompt's keys
 BINDING_SEGMENTS = ('begin', 'needle', 'other needles', 'context', 'question')  # with several, one asked
@@ -53,9 +53,7 @@ def needle_prompt(enc, hay, length, rng, needles=1):
     which predicts the answer's first: there the asked key must be matched (later rows could copy the rest of
     the answer from its first token)."""
     if needles > 1:
-        texts, keys, values = same_wording_needles(rng, needles)
-        question = HELD_OUT_FORMAT[1].format(key=keys[0])
-        tokens, spans = haystack_prompt(enc, hay, length, rng.random(needles), texts, HELD_OUT_INTRO, question, rng)
+        tokens, _, spans, question = binding_prompt(enc, dict(text=hay), length, needles, rng)
         return tokens, spans, length - len(enc.encode_ordinary('\n' + question)), length - 1
     key, value = random_keys(rng, 1)[0], random_number(rng)
     answer = enc.encode_ordinary(f" {value}.")

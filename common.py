@@ -148,7 +148,7 @@ def keep_freed_memory():
     logits) to the OS, and the next step page-faults it back in, 4 KiB at a time. Keeping freed
     memory in the process (mmap threshold 1 GiB, no trimming) still pays with the chunked loss: 2-4%
     more tokens/s for about 0.1 GiB more resident memory (`python bench.py --sections=loss`,
-    results/README.md)."""
+    results/bench/README.md)."""
     if sys.platform.startswith('linux'):
         import ctypes
         libc = ctypes.CDLL('libc.so.6')

@@ -52,7 +52,7 @@ def get_tokenizer(name='gpt2'):
 # Long-context augmentation: synthetic retrieval sequences.
 # Real text with "needles" hidden in it, each a sentence that gives a number (the value) for a key, then a
 # question for each needle, answered. Plain text rarely rewards looking far back; these sequences do. Only
-# the answers are scored, so they cost the layers but hardly the output layer (model.ChunkedCrossEntropy).
+# the answers are scored, so they cost the layers but hardly the output layer (kernels.ChunkedCrossEntropy).
 # The training formats say the same thing in different words, and half the keys are words of the text, so
 # that what is learnt is to find the asked key's sentence and copy its number, not one template or lexicon.
 # eval_long.py asks in two of them (passkey, from landmark attention, and RULER's magic_number) and in
@@ -143,7 +143,7 @@ def retrieval_sequence(enc, filler, length, rng, needles=1, ends=0.2, distractor
         value = str(rng.integers(10 ** (digits - 1), 10 ** digits))
         noun = NOUNS[rng.integers(len(NOUNS))]
         # Half the keys are two words of the text itself ('your spoil'), not of KEY_WORDS: a model that knew
-        # only 20 words as keys answered for no other key (results/text_retrieval_pilots.md, H and K2).
+        # only 20 words as keys answered for no other key (results/pilots/text_retrieval_pilots.md, H, K).
         if rng.random() < 0.5 and key:
             key = f"{text_word(enc, filler, rng)} {text_word(enc, filler, rng)}"
         if one:

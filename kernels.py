@@ -92,7 +92,7 @@ def mm_as_reduction(a, b):
     into the math library, whose one-row path was several times slower for a transposed weight
     (nn.Linear's b) on the test machine's AMD CPU. Written as a multiply and a sum, each becomes a
     loop of Inductor's own C++, fused with the norms and activations around it, that reads the
-    weight as stored; a token then took half the time (results/README.md). With more rows the
+    weight as stored; a token then took half the time (results/bench/README.md). With more rows the
     library wins (at 16 it did, at 8 the sum), so they keep it."""
     if a.size(0) <= 8:
         return (a.unsqueeze(2) * b.unsqueeze(0)).sum(dim=1)

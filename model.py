@@ -250,9 +250,9 @@ class GPT(nn.Module):
         # stream until the layers have learnt something worth adding. (With GPT-2's 0.02 everywhere,
         # the first attention layer's average over the context swamped each token's identity, and a
         # 4-layer model never learnt associative recall in 15,000 steps; with this init it does in
-        # about 1,000. results/recall_pilots.md.) The embedding matrix is also the output layer, so
-        # the final norm's gain starts at 1/sqrt(C): the first logits are then of unit scale instead
-        # of sqrt(C).
+        # about 1,000: results/pilots/recall_pilots.md.) The embedding matrix is also the output
+        # layer, so the final norm's gain starts at 1/sqrt(C): the first logits are of unit scale,
+        # not sqrt(C).
         self.apply(self._init_weights)
         torch.nn.init.normal_(self.transformer.wte.weight, mean=0.0, std=1.0)
         torch.nn.init.constant_(self.transformer.ln_f.weight, config.n_embd ** -0.5)

@@ -98,24 +98,20 @@ def task_heldout(enc, hays, length, depth, rng):
     return tokens, [value], spans, 8
 
 
-def same_wording_needles(rng, k):
+def binding_prompt(enc, hays, length, k, rng):
     """k needles in the held-out format, one wording, with distinct held-out keys (two names each, which two
-    keys may share) and distinct values: the texts, the keys and the values."""
+    keys may share) and distinct values, at random depths of held-out text, and a question for the first, so
+    that only its key tells it from the others. Returns the tokens, the values (the asked one first), the
+    needles' spans (the asked one's first) and the question."""
     keys = []
     while len(keys) < k:
         key = ' '.join(rng.choice(HELD_OUT_NAMES, 2, replace=False))
         keys += [key] if key not in keys else []
     values = [str(v) for v in rng.choice(900000, k, replace=False) + 100000]
-    return [HELD_OUT_FORMAT[0].format(key=key, value=v) for key, v in zip(keys, values)], keys, values
-
-
-def binding_prompt(enc, hays, length, k, rng):
-    """same_wording_needles at random depths of held-out text, and a question for the first, so that only its key
-    tells it from the others. Returns the tokens, the values (the asked one first) and the needles' spans."""
-    needles, keys, values = same_wording_needles(rng, k)
-    tokens, spans = haystack_prompt(enc, hays['text'], length, rng.random(k), needles, HELD_OUT_INTRO,
-                                    HELD_OUT_FORMAT[1].format(key=keys[0]), rng)
-    return tokens, values, spans
+    needles = [HELD_OUT_FORMAT[0].format(key=key, value=v) for key, v in zip(keys, values)]
+    question = HELD_OUT_FORMAT[1].format(key=keys[0])
+    tokens, spans = haystack_prompt(enc, hays['text'], length, rng.random(k), needles, HELD_OUT_INTRO, question, rng)
+    return tokens, values, spans, question
 
 
 def binding_outcome(output, values):

@@ -59,14 +59,15 @@ def test_binding_prompts_differ_only_in_their_keys(k, hays):
     question asks for the first, whose span and value come first."""
     rng = np.random.default_rng(k)
     for length in (300, 1000):
-        tokens, values, spans = tasks.binding_prompt(ENC, hays, length, k, rng)
+        tokens, values, spans, question = tasks.binding_prompt(ENC, hays, length, k, rng)
         assert len(tokens) == length and len(values) == len(set(values)) == len(spans) == k
         needles = [ENC.decode(tokens[a:b].tolist()) for a, b in spans]
         found = [re.fullmatch(r' The vault combination for (\w+ \w+) is (\d+)\.', n).groups() for n in needles]
         assert [v for _, v in found] == values and len({key for key, _ in found}) == k
         assert all(set(key.split()) <= set(HELD_OUT_NAMES) for key, _ in found)
-        assert ENC.decode(tokens.tolist()).endswith(f"What is the vault combination for {found[0][0]}? "
-                                 f"The vault combination for {found[0][0]} is")
+        assert question == (f"What is the vault combination for {found[0][0]}? "
+                            f"The vault combination for {found[0][0]} is")
+        assert ENC.decode(tokens.tolist()).endswith('\n' + question)
 
 
 def test_binding_scoring_tells_another_needle_from_a_hit():

@@ -6,13 +6,13 @@
 # on long-context retrieval (RULER, needle-in-a-haystack), while three layers in four keep only a
 # window-sized KV cache. Sized for a laptop CPU: about 20 minutes on 2 cores.
 # config/hybrid_long_gpu.py is the GPU version. Every choice below came from pilot runs:
-# results/hybrid_long_pilots.md (size, batch) and results/text_retrieval_pilots.md (retrieval).
+# results/pilots/hybrid_long_pilots.md (size, batch) and results/pilots/text_retrieval_pilots.md (retrieval).
 out_dir = 'out-hybrid-long'
 layer_pattern = 'SSSN'
 n_layer = 8
 n_head = 4
 n_kv_head = 2          # grouped-query attention: 2 query heads per k/v head
-n_embd = 128           # narrow: the 50k-token output layer is most of the work (results/hybrid_long_pilots.md)
+n_embd = 128           # narrow: the 50k-token output layer is most of the work (results/pilots/hybrid_long_pilots.md)
 sliding_window = 16    # the 'S' layers see the last 16 tokens. A window shorter than the distance to a needle
                        # leaves retrieval to the NoPE layers, the paper's division of labour; they then learn it
                        # from short sequences, and it carries to long ones. (The language model lost nothing
@@ -39,7 +39,7 @@ retrieval_weight = 0.3   # the answers' loss counts 0.3 against the text's: the 
                          # language model keeps more (val 4.98 against 5.12 at step 500 in pilots)
 gradient_accumulation_steps = 1
 max_iters = 1400
-learning_rate = 3e-3   # at 6e-3 the retrieval circuit formed late or fell apart (results/text_retrieval_pilots.md)
+learning_rate = 3e-3   # at 6e-3 the retrieval circuit formed late or fell apart (results/pilots/text_retrieval_pilots.md)
 min_lr = 3e-4
 embedding_lr_scale = 2  # the token embedding (also the output layer) learns at twice the rate: it starts at unit scale and
                         # hardly moved at one rate. Val 4.46 against 4.56; at 4x and 12x the val fell further (4.38, 4.27)
