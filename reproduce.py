@@ -386,7 +386,7 @@ for task, title in [*RETRIEVAL.items(), ('ruler', 'RULER-style tasks, mean of th
     lines.append('')
 for k in ev[runs[0][2]].get('binding', {}):  # retrieval by key: needles in one wording, one asked
     lines += [f"**binding: {k} needles in one wording (the held-out one), one asked: the asked needle's value, "
-              f"and in brackets another needle's** ({ev[runs[0][2]].get('binding_samples', 20)} prompts a cell)", '',
+              f"and in brackets another needle's** ({ev[runs[0][2]]['binding_samples']} prompts a cell)", '',
               '| variant (seeds) | layers | ' + ' | '.join(f"{int(L) // T}× ({int(L):,})" for L in lengths) + ' |',
               '|---|---|' + '---|' * len(lengths)]
     for n in chosen:
