@@ -33,7 +33,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from common import have_matplotlib, load_model, resolve_device, write_atomic
+from common import have_matplotlib, load_model, output_dir, resolve_device, write_atomic
 from configurator import configure, fail
 from corpus import DATA, get_tokenizer, recall_batch
 from model import attention_weights, visible
@@ -182,7 +182,8 @@ def plot_distance(results, path):
 
 
 if __name__ == '__main__':
-    out_dir = 'out-hybrid-long'
+    out_dir = ''              # the checkpoint (out_dir/ckpt.pt) and where results go; '' = out-hybrid-long
+    init_from = ''            # a transformers checkpoint instead (hub name or folder); results in out-<name>
     lengths: '[1, inf)' = ()              # prompt lengths in tokens (--lengths=512,2048); () = the training length and 4 x it
     samples: '[1, inf)' = 4               # prompts per length (their needles at random depths)
     needles: '[1, inf)' = 1               # 1: a magic-number needle; more: that many in one wording, one asked
@@ -198,7 +199,9 @@ if __name__ == '__main__':
     configure(globals())
 
     device, ptdtype = resolve_device(device, dtype)
-    model, checkpoint = load_model(out_dir, device, ptdtype)
+    out_dir = output_dir(out_dir, init_from)
+    model, checkpoint = load_model(out_dir, device, ptdtype, init_from)
+    os.makedirs(out_dir, exist_ok=True)
     T = checkpoint['model_args']['block_size']
     L_list = list(lengths) or [T, 4 * T]
     if not all(type(L) is int for L in L_list):
@@ -217,12 +220,15 @@ if __name__ == '__main__':
         if not os.path.exists(os.path.join(DATA, dataset, 'meta.json')):
             fail(f"dataset {dataset!r} not found in {DATA}: run python prepare_data.py (it makes data/shakespeare)")
         enc = get_tokenizer(checkpoint['tokenizer'])
-        hay = Haystack(enc, held_out_text(dataset))
+        hay = Haystack(enc, held_out_text(dataset, enc))
         if len(hay.tokens) < max(L_list) or min(L_list) < 4 * sink + 100:
             fail(f"lengths={L_list} must lie between {4 * sink + 100} and the held-out text's {len(hay.tokens):,} tokens")
         names = BINDING_SEGMENTS if needles > 1 else SEGMENTS
-        make = {L: needle_batch([needle_prompt(enc, hay, L, rng, needles) for _ in range(samples)], names, sink,
-                                device) for L in L_list}
+        try:
+            make = {L: needle_batch([needle_prompt(enc, hay, L, rng, needles) for _ in range(samples)], names,
+                                    sink, device) for L in L_list}
+        except ValueError as e:  # a tokenizer with short tokens (an imported model's) makes longer needles
+            fail(f"{e}: raise --lengths")
         rows_are = ('the question+answer rows' if needles == 1
                     else f"the question's last row ({needles} needles in one wording, one asked)")
     print(f"{out_dir}: layers {model.config.layer_kinds()}, window {model.config.sliding_window}, "

@@ -20,6 +20,10 @@ Sections:
   loss       a training step with the chunked loss (kernels.ChunkedCrossEntropy) against the plain one that
              makes every logit of the batch (F.cross_entropy), and with and without keeping freed memory
              (common.keep_freed_memory): tokens/s and peak memory, each run in a fresh process
+  load       not in the default sections: a random SmolLM3-shaped model of 1.08B parameters written as a
+             transformers folder in bfloat16 (2.0 GiB), then GPT.from_pretrained in bfloat16 and one forward
+             pass (which reads every weight) in a fresh process: its peak resident memory against the
+             weights' bytes (python bench.py --sections=load --out=results/bench/load.json --plot=)
 
 The two models alternate (A B A B ...) so that machine noise falls on both, and every figure is the
 median of `reps` runs. Weights are random: speed and memory do not depend on them.
@@ -32,6 +36,7 @@ import resource
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from contextlib import nullcontext
 
@@ -68,8 +73,8 @@ device = 'auto'
 dtype = 'float32'
 out = 'results/bench/bench.json'
 plot = 'results/bench/bench.png'   # '' = no plot
-worker = ''                        # internal: 'prefill:PATTERN:LENGTH' or 'loss:plain|chunked:keep|release' runs
-                                   # one measurement and prints its JSON
+worker = ''                        # internal: 'prefill:PATTERN:LENGTH', 'loss:plain|chunked:keep|release' or
+                                   # 'load:FOLDER' runs one measurement and prints its JSON
 configure(globals())
 
 device, ptdtype = resolve_device(device, dtype)
@@ -180,11 +185,19 @@ if worker.startswith('loss:'):
     print(json.dumps(dict(seconds=statistics.median(seconds[loss_steps // 2:]), first_seconds=seconds[:loss_steps // 2],
                      peak_bytes=peak_memory())))
     sys.exit(0)
+if worker.startswith('load:'):
+    base = peak_memory()  # the interpreter and torch, before any weight
+    model = GPT.from_pretrained(worker[len('load:'):], dtype=torch.bfloat16)
+    with torch.no_grad():
+        model(torch.zeros(1, 16, dtype=torch.long))  # every weight read once: the lm_head is the whole embedding
+    print(json.dumps(dict(peak_bytes=peak_memory(), base_bytes=base,
+                          weight_bytes=sum(p.numel() * p.element_size() for p in model.parameters()))))
+    sys.exit(0)
 if not cuda:
     keep_freed_memory()  # as train.py does (not in the prefill processes above: sample.py does not either)
 wanted = [s for s in sections.split(',') if s]
-if not wanted or set(wanted) - {'train', 'attention', 'prefill', 'decode', 'recompute', 'loss'}:
-    fail(f"sections={sections!r}: choose from train,attention,prefill,decode,recompute,loss (comma-separated)")
+if not wanted or set(wanted) - {'train', 'attention', 'prefill', 'decode', 'recompute', 'loss', 'load'}:
+    fail(f"sections={sections!r}: choose from train,attention,prefill,decode,recompute,loss,load (comma-separated)")
 if not decode_modes or set(decode_modes) - {'eager', 'compiled'}:
     fail(f"decode_modes={decode_modes!r}: choose from eager,compiled (comma-separated)")
 
@@ -394,6 +407,38 @@ if 'loss' in wanted:
     table(f"a training step of {patterns[0]} at T = {loss_length}, {tokens} tokens ({loss_steps} steps per process, median "
           f"of the second half; {reps} processes each, in turn; peak {what})",
           ['loss', 'freed memory', 'tokens/s', 'speed vs plain', f'first {loss_steps // 2} steps s', 'peak MiB'], rows)
+
+# -----------------------------------------------------------------------------
+if 'load' in wanted:
+    from safetensors.torch import save_file  # an optional extra (transformers installs it)
+    C, L, H, KV, F_, V = 2048, 16, 16, 4, 8192, 50304  # SmolLM3-3B's width and heads, 16 of its 36 layers
+    hd, gen = C // H, torch.Generator().manual_seed(0)
+    rand = lambda *shape: (torch.randn(*shape, generator=gen) * shape[-1] ** -0.5).to(torch.bfloat16)
+    ones = lambda: torch.ones(C, dtype=torch.bfloat16)
+    weights = {'model.embed_tokens.weight': rand(V, C), 'model.norm.weight': ones()}
+    for i in range(L):
+        weights.update({f'model.layers.{i}.{name}.weight': w for name, w in (
+            ('self_attn.q_proj', rand(C, C)), ('self_attn.k_proj', rand(KV * hd, C)),
+            ('self_attn.v_proj', rand(KV * hd, C)), ('self_attn.o_proj', rand(C, C)),
+            ('mlp.gate_proj', rand(F_, C)), ('mlp.up_proj', rand(F_, C)), ('mlp.down_proj', rand(C, F_)),
+            ('input_layernorm', ones()), ('post_attention_layernorm', ones()))})
+    with tempfile.TemporaryDirectory() as folder:
+        save_file(weights, os.path.join(folder, 'model.safetensors'), metadata={'format': 'pt'})
+        del weights
+        json.dump(dict(model_type='smollm3', vocab_size=V, hidden_size=C, intermediate_size=F_, num_hidden_layers=L,
+                       num_attention_heads=H, num_key_value_heads=KV, max_position_embeddings=65536),
+                  open(os.path.join(folder, 'config.json'), 'w'))
+        t = time.time()
+        r = in_child(f'load:{folder}')
+    if r is not None:
+        r['seconds'] = time.time() - t
+        results['load'] = r
+        table("GPT.from_pretrained of a 1.08B-parameter SmolLM3 folder in bfloat16, then one forward pass (a fresh "
+              "process; peak resident memory)", ['weights MiB', 'peak MiB', 'before loading MiB', 'peak / weights',
+                                                 '(peak - before) / weights', 'seconds'],
+              [[f"{r['weight_bytes'] / 2**20:,.0f}", f"{r['peak_bytes'] / 2**20:,.0f}", f"{r['base_bytes'] / 2**20:,.0f}",
+                f"{r['peak_bytes'] / r['weight_bytes']:.2f}", f"{(r['peak_bytes'] - r['base_bytes']) / r['weight_bytes']:.2f}",
+                f"{r['seconds']:.1f}"]])
 
 results['seconds'] = time.time() - t_start
 os.makedirs(os.path.dirname(out) or '.', exist_ok=True)

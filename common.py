@@ -6,11 +6,12 @@ where to run, how to write a file, how to load a checkpoint, and how to count FL
 import os
 import sys
 import time
-from dataclasses import fields
+from dataclasses import asdict, fields
 
 import torch
 
 from configurator import fail
+from hub import local_folder
 from model import GPT, GPTConfig
 
 DTYPES = ('float32', 'bfloat16', 'float16')
@@ -89,12 +90,20 @@ def load_checkpoint(path, device='cpu', dtype=None):
     return model.eval().to(device=device, dtype=dtype), ckpt
 
 
-def load_model(out_dir, device='cpu', dtype=None):
+def load_model(out_dir, device='cpu', dtype=None, init_from=''):
     """load_checkpoint(out_dir/ckpt.pt): (the model in eval mode, the checkpoint dict), or one line
     from fail() naming what is wrong: no checkpoint, or one that is not a train.py checkpoint of
     finite weights that fit its settings. Loaded with weights_only=True, so a checkpoint from
     elsewhere can hold tensors and plain values but never code: a pickle that would run some is
-    refused too."""
+    refused too. With init_from, a transformers checkpoint instead (hub.py: a hub name or a
+    folder), with its own tokenizer."""
+    if init_from:
+        try:
+            folder = local_folder(init_from)
+            model = GPT.from_pretrained(folder, dtype or torch.float32)
+        except ValueError as e:
+            fail(str(e))
+        return model.to(device), dict(model_args=asdict(model.config), config={}, tokenizer=folder)
     path = os.path.join(out_dir, 'ckpt.pt')
     if os.path.isfile(out_dir):
         fail(f"--out_dir={out_dir} is a file: give the directory that holds ckpt.pt")
@@ -107,6 +116,14 @@ def load_model(out_dir, device='cpu', dtype=None):
         return load_checkpoint(path, device, dtype)
     except ValueError as e:
         fail(str(e))
+
+
+def output_dir(out_dir, init_from):
+    """Where a script reads ckpt.pt and writes what it measures: out_dir if given; else, for an
+    imported model (init_from), out-<its name>; else the main job's out-hybrid-long."""
+    if out_dir:
+        return out_dir
+    return f"out-{os.path.basename(init_from.rstrip('/'))}" if init_from else 'out-hybrid-long'
 
 
 def flops_per_token(model, T):

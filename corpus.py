@@ -1,6 +1,7 @@
 """
 The data every script shares: GPT-2's tokenizer (offline), the built-in corpus, the prepared datasets
-(data/<name>/train.bin and val.bin, uint16 token ids, and meta.json; prepare_data.py writes them), and
+(data/<name>/train.bin and val.bin, uint16 token ids, uint32 for a vocabulary over 65,536, and meta.json;
+prepare_data.py writes them), and
 the synthetic sequences trained beside the text: needles in text (retrieval_sequence, the long-context
 augmentation) and multi-query associative recall (recall_batch).
 """
@@ -34,10 +35,13 @@ EOT = '<|endoftext|>'
 
 def get_tokenizer(name='gpt2'):
     """A tiktoken Encoding. 'gpt2' works offline; any other name goes to tiktoken (which may download).
-    None is a model without one (trained on associative recall): a script that needs text stops there."""
+    A folder is an imported model's (hub.py): its tokenizer.json. None is a model without one (trained
+    on associative recall): a script that needs text stops there."""
     if name is None:
         fail("this model has no tokenizer: it was trained on associative recall (dataset='recall'), which "
              "eval_long.py and analyze_attention.py evaluate")
+    if os.path.isdir(name):
+        return HFTokenizer(name)
     if name == 'gpt2':
         ranks = tiktoken.load.load_tiktoken_bpe(os.path.join(ASSETS, 'gpt2.tiktoken'), expected_hash=GPT2_SHA256)
         return tiktoken.Encoding(name='gpt2', pat_str=GPT2_PATTERN, mergeable_ranks=ranks,
@@ -46,6 +50,62 @@ def get_tokenizer(name='gpt2'):
         return tiktoken.get_encoding(name)
     except Exception as e:  # an unknown name, or no network to download it
         fail(f"tokenizer {name!r} is not available ({type(e).__name__}): use 'gpt2', which ships with the repo")
+
+
+def bytes_to_unicode():
+    """GPT-2's map from the 256 byte values to printable characters: how byte-level BPE writes its
+    tokens (in tokenizer.json too)."""
+    printable = [*range(ord('!'), ord('~') + 1), *range(ord('¡'), ord('¬') + 1), *range(ord('®'), ord('ÿ') + 1)]
+    chars, extra = {}, 0
+    for b in range(256):
+        if b in printable:
+            chars[b] = chr(b)
+        else:
+            chars[b] = chr(256 + extra)
+            extra += 1
+    return chars
+
+
+class HFTokenizer:
+    """An imported model's own tokenizer (its folder's tokenizer.json, through the tokenizers library
+    that transformers installs), behind the tiktoken methods the scripts call: so eval_long.py,
+    analyze_attention.py and sample.py encode their text for that model exactly as transformers does."""
+
+    def __init__(self, folder):
+        path = os.path.join(folder, 'tokenizer.json')
+        if not os.path.isfile(path):
+            fail(f"{folder} has no tokenizer.json: copy the model's tokenizer files into it")
+        try:
+            from tokenizers import Tokenizer
+        except ImportError:
+            fail("an imported model's tokenizer needs the tokenizers package: pip install transformers")
+        self.name, self.tok = folder, Tokenizer.from_file(path)
+        self.n_vocab = self.tok.get_vocab_size()
+        # what ends a document: the model's end-of-sequence token, as its config.json names it
+        eos = json.load(open(os.path.join(folder, 'config.json'))).get('eos_token_id')
+        self.eot_token = eos[0] if isinstance(eos, list) else eos
+        # byte-level BPE (GPT-2, Llama 3, SmolLM3, Cohere) writes each byte as a character
+        self.byte_of = ({c: b for b, c in bytes_to_unicode().items()}
+                        if 'ByteLevel' in json.dumps(json.load(open(path)).get('decoder')) else None)
+
+    def encode_ordinary(self, text):
+        return self.tok.encode(text, add_special_tokens=False).ids
+
+    def encode(self, text, allowed_special=()):  # special tokens' text is always read as such
+        return self.encode_ordinary(text)
+
+    def encode_ordinary_batch(self, texts, num_threads=0):  # the library's own threads
+        return [e.ids for e in self.tok.encode_batch(texts, add_special_tokens=False)]
+
+    def decode(self, ids):
+        return self.tok.decode(ids, skip_special_tokens=False)
+
+    def decode_single_token_bytes(self, token):
+        """The token's bytes, which may be part of a character (sample.py joins them as they come)."""
+        piece = self.tok.id_to_token(token)
+        if self.byte_of is None or piece is None or any(c not in self.byte_of for c in piece):
+            return self.decode([token]).encode()  # a special token, or another kind of tokenizer
+        return bytes(self.byte_of[c] for c in piece)
 
 
 # ---------------------------------------------------------------------------
@@ -280,6 +340,11 @@ def read_documents(path, text_field):
     return [(os.path.basename(path), open(path, encoding='utf-8', errors='replace').read())]
 
 
+def token_dtype(meta):
+    """The numpy dtype of a prepared dataset's .bin files (uint16 where meta.json, older, does not say)."""
+    return np.dtype(meta.get('dtype', 'uint16'))
+
+
 def tokenize(enc, texts, num_threads):
     """Token lists of the texts, each followed by <|endoftext|>. Long texts are cut at newlines into
     ~1 MB pieces so that tiktoken's threads share the work; a tqdm bar counts the characters done."""
@@ -304,14 +369,15 @@ def tokenize(enc, texts, num_threads):
     return tokens
 
 
-def prepare(documents, name, encoding='gpt2', val_fraction=0.1, seed=1337, num_threads=0):
+def prepare(documents, name, tokenizer='gpt2', val_fraction=0.1, seed=1337, num_threads=0):
     """Tokenize [(title, text)], split by document, write data/<name>/. Returns the meta dict."""
     documents = [(title, text) for title, text in documents if text.strip()]
     if not documents:
         fail("the input holds no text")
-    enc = get_tokenizer(encoding)
-    if enc.n_vocab > 2 ** 16:
-        fail(f"encoding {encoding!r} has {enc.n_vocab} tokens, more than uint16 holds: use a GPT-2-sized vocabulary")
+    enc = get_tokenizer(tokenizer)
+    if enc.eot_token is None:
+        fail(f"{tokenizer} names no end-of-sequence token (eos_token_id in config.json) to end documents with")
+    dtype = 'uint16' if enc.n_vocab <= 2 ** 16 else 'uint32'  # 2 bytes a token where the vocabulary allows
     tokens = tokenize(enc, [text for _, text in documents], num_threads or os.cpu_count())
     if len(documents) == 1:  # one document: split it by position
         cut = int(len(tokens[0]) * (1 - val_fraction))
@@ -328,9 +394,9 @@ def prepare(documents, name, encoding='gpt2', val_fraction=0.1, seed=1337, num_t
                   'val': [(documents[i][0], tokens[i]) for i in range(len(documents)) if i in val]}
     out = os.path.join(DATA, name)
     os.makedirs(out, exist_ok=True)
-    meta = dict(name=name, tokenizer=encoding, vocab_size=enc.n_vocab, eot_token=enc.eot_token)
+    meta = dict(name=name, tokenizer=tokenizer, vocab_size=enc.n_vocab, eot_token=enc.eot_token, dtype=dtype)
     for split, docs in splits.items():
-        arr = np.array([t for _, ids in docs for t in ids], dtype=np.uint16)
+        arr = np.array([t for _, ids in docs for t in ids], dtype=dtype)
         write_atomic(os.path.join(out, f'{split}.bin'), arr.tofile)
         offsets = np.cumsum([0] + [len(ids) for _, ids in docs[:-1]]).tolist()
         meta[f'{split}_tokens'] = len(arr)

@@ -45,7 +45,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from common import have_matplotlib, load_model, resolve_device, write_atomic
+from common import have_matplotlib, load_model, output_dir, resolve_device, write_atomic
 from configurator import configure, fail
 from corpus import DATA, get_tokenizer, recall_batch
 from model import GPT
@@ -202,7 +202,8 @@ def with_nope_temperature(model, beta, floor):
 # -----------------------------------------------------------------------------
 
 if __name__ == '__main__':
-    out_dir = 'out-hybrid-long'
+    out_dir = ''              # the checkpoint (out_dir/ckpt.pt) and where results go; '' = out-hybrid-long
+    init_from = ''            # a transformers checkpoint instead (hub name or folder); results in out-<name>
     tasks = ''                # comma-separated; '' = every task of the checkpoint's kind (see above)
     lengths: '[1, inf)' = ()              # prompt lengths in tokens (--lengths=512,2048); () = `multiples` of the training length
     multiples: '(0, inf)' = ()            # lengths as multiples of the training length; () = 0.5, 1, 2, 4 (text), 1 to 16 (recall)
@@ -238,7 +239,9 @@ if __name__ == '__main__':
     if not all(type(L) is int and L > 0 for L in lengths) or not all(0 <= d <= 1 for d in depths):
         fail(f"lengths={lengths} must be positive integers and depths={depths} numbers in [0, 1], e.g. --lengths=512,2048")
     device, ptdtype = resolve_device(device, dtype)
-    model, checkpoint = load_model(out_dir, device, ptdtype)
+    out_dir = output_dir(out_dir, init_from)
+    model, checkpoint = load_model(out_dir, device, ptdtype, init_from)
+    os.makedirs(out_dir, exist_ok=True)
     temperature = None  # the model's own; or (beta, floor) given at evaluation
     if nope_temperature is not None or nope_temperature_floor is not None:
         temperature = (model.config.nope_temperature if nope_temperature is None else nope_temperature,
@@ -300,7 +303,7 @@ if __name__ == '__main__':
         fail(f"dataset {dataset!r} not found in {DATA}: run python prepare_data.py (it makes data/shakespeare)")
     rng = lambda: np.random.default_rng(seed)  # each task its own generator: its prompts do not depend on the others
     hays = dict(grass=Haystack(enc, enc.encode_ordinary(PASSKEY_FILLER * (max(L_list) // 4 + 100))),
-                text=Haystack(enc, held_out_text(dataset)))
+                text=Haystack(enc, held_out_text(dataset, enc)))
     if len(hays['text'].tokens) <= max(L_list) + 1:
         fail(f"the held-out text of {dataset!r} holds {len(hays['text'].tokens):,} tokens, fewer than --lengths asks for: lower --lengths")
     print(f"{out_dir}: layers {model.config.layer_kinds()}, window {model.config.sliding_window}, "

@@ -13,8 +13,9 @@ loads offline with transformers (pip install transformers; not needed to export)
     tok = AutoTokenizer.from_pretrained('out-hybrid-long/hf')
 
 Both compute what this repo computes (test_export.py compares logits, greedy generations and token ids).
-Where the mapping would not be exact, nothing is written: QK-Norm and the NoPE temperature have no
-SmolLM3 counterpart, and the tokenizer must be the shipped GPT-2 one.
+Where the mapping would not be exact, nothing is written: QK-Norm, the NoPE temperature and Cohere's
+LayerNorm, parallel block and logit scale have no SmolLM3 counterpart, and the tokenizer must be the
+shipped GPT-2 one. hub.py maps the other way: GPT.from_pretrained loads what this writes.
 """
 
 import json
@@ -24,8 +25,9 @@ import struct
 
 from common import load_model
 from configurator import configure, fail
-from corpus import ASSETS, EOT, GPT2_PATTERN, GPT2_SHA256
+from corpus import ASSETS, EOT, GPT2_PATTERN, GPT2_SHA256, bytes_to_unicode
 from corpus import get_tokenizer  # noqa: F401 (the encoding the exported tokenizer must reproduce)
+from hub import BLOCK_NAMES
 
 # -----------------------------------------------------------------------------
 # The model: config.json and the weights under their transformers names
@@ -44,7 +46,7 @@ def smollm3_config(cfg, mlp_hidden):
         'num_attention_heads': cfg.n_head,
         'num_key_value_heads': cfg.n_kv_head,
         'hidden_act': 'silu',                          # SwiGLU: down(silu(gate(x)) * up(x))
-        'rms_norm_eps': 1e-6,                          # as RMSNorm in model.py
+        'rms_norm_eps': cfg.norm_eps,                  # as RMSNorm in model.py
         'rope_parameters': {'rope_type': 'default', 'rope_theta': cfg.rope_theta},  # the rotate-half layout, as apply_rope
         'no_rope_layers': [int(k in 'RS') for k in kinds],  # 1 = RoPE, 0 = NoPE
         'use_sliding_window': 'S' in kinds,
@@ -64,12 +66,9 @@ def smollm3_config(cfg, mlp_hidden):
 
 def hf_state_dict(model):
     """This repo's weights under SmolLM3's names (the tied lm_head is not stored: it is embed_tokens)."""
-    names = {'attn.q_proj': 'self_attn.q_proj', 'attn.k_proj': 'self_attn.k_proj', 'attn.v_proj': 'self_attn.v_proj',
-             'attn.c_proj': 'self_attn.o_proj', 'mlp.gate': 'mlp.gate_proj', 'mlp.up': 'mlp.up_proj',
-             'mlp.c_proj': 'mlp.down_proj', 'ln_1': 'input_layernorm', 'ln_2': 'post_attention_layernorm'}
     out = {'model.embed_tokens.weight': model.transformer.wte.weight, 'model.norm.weight': model.transformer.ln_f.weight}
     for i, block in enumerate(model.transformer.h):
-        for ours, theirs in names.items():
+        for ours, theirs in BLOCK_NAMES.items():
             module = block.get_submodule(ours)
             for p in ('weight', 'bias'):
                 if getattr(module, p, None) is not None:
@@ -95,19 +94,6 @@ def write_safetensors(tensors, path):
 
 # -----------------------------------------------------------------------------
 # The tokenizer: GPT-2's byte-level BPE as a tokenizer.json, from the ranks file that ships in assets/
-
-def bytes_to_unicode():
-    """GPT-2's map from the 256 byte values to printable characters: how byte-level BPE writes its tokens."""
-    printable = list(range(ord('!'), ord('~') + 1)) + list(range(ord('¡'), ord('¬') + 1)) + list(range(ord('®'), ord('ÿ') + 1))
-    chars, extra = {}, 0
-    for b in range(256):
-        if b in printable:
-            chars[b] = chr(b)
-        else:
-            chars[b] = chr(256 + extra)
-            extra += 1
-    return chars
-
 
 def tokenizer_json(ranks):
     """tokenizer.json of GPT-2's tokenizer. tiktoken merges the adjacent pair whose concatenation has the lowest
@@ -161,6 +147,10 @@ if __name__ == '__main__':
     if cfg.nope_temperature:
         fail(f"{ckpt_path} was trained with nope_temperature={cfg.nope_temperature}, which SmolLM3 cannot express: "
              f"nothing was written")
+    cohere = [f"{k}={getattr(cfg, k)!r}" for k, mine in (('norm', 'rms'), ('parallel_block', False), ('logit_scale', 1.0))
+              if getattr(cfg, k) != mine]
+    if cohere:
+        fail(f"{ckpt_path} has {', '.join(cohere)} (Cohere's design), which SmolLM3 cannot express: nothing was written")
     if checkpoint['tokenizer'] != 'gpt2':
         fail(f"{ckpt_path} uses the tokenizer {checkpoint['tokenizer']!r}; only the shipped GPT-2 tokenizer exports "
              f"(a recall model's 256 ids are not text)")

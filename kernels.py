@@ -1,11 +1,20 @@
-""" Two compute paths beside model.py, each computing exactly what its plain form computes (the
+""" Three compute paths beside model.py, each computing exactly what its plain form computes (the
 tests hold them to it), only faster or in less memory:
 
   ChunkedCrossEntropy    the training loss without the logits of the whole batch (GPT.forward)
   compiled_decode_step   one decoded token through every layer, compiled once (GPT.stream)
+  sliding_window_flex    an 'S' layer's sliding window as a block-sparse FlexAttention kernel on
+                         CUDA (model.attend)
 """
 
+from functools import lru_cache
+
 import torch
+
+try:  # FlexAttention (torch >= 2.5) runs the sliding window as a sparse kernel on CUDA
+    from torch.nn.attention.flex_attention import create_block_mask, flex_attention
+except ImportError:
+    flex_attention = None
 
 # -----------------------------------------------------------------------------
 # The loss, without the logits of the whole batch
@@ -107,3 +116,28 @@ def inductor_mm_as_reduction(graph, example_inputs):
     from torch._inductor.decomposition import select_decomp_table
     table = {**select_decomp_table(), torch.ops.aten.mm.default: mm_as_reduction}
     return compile_fx(graph, example_inputs, decompositions=table)
+
+
+# -----------------------------------------------------------------------------
+# The sliding window on CUDA
+
+@lru_cache(maxsize=16)
+def sliding_block_mask(T, window, device):
+    """FlexAttention's block-sparse mask: it skips every 128x128 tile outside the band. Built once
+    per (T, W)."""
+    in_window = lambda b, h, q_idx, kv_idx: (kv_idx <= q_idx) & (q_idx - kv_idx < window)
+    return create_block_mask(in_window, B=None, H=None, Q_LEN=T, KV_LEN=T, device=device)
+
+
+@lru_cache(maxsize=1)
+def compiled_flex_attention():
+    """FlexAttention is fast only compiled into a fused kernel; compile it once, on first use."""
+    return torch.compile(flex_attention, dynamic=False)
+
+
+def sliding_window_flex(q, k, v, window):
+    """model.sliding_window_blocked's window as a FlexAttention kernel (compiled on CUDA; eager
+    elsewhere, for tests)."""
+    fn = compiled_flex_attention() if q.is_cuda else flex_attention
+    mask = sliding_block_mask(q.size(2), window, str(q.device))
+    return fn(q, k, v, block_mask=mask, enable_gqa=True)

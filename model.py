@@ -18,18 +18,14 @@ nkv key/value heads (grouped-query attention), hd head dim = C // nh, W window.
 
 import math
 from dataclasses import dataclass
-from functools import lru_cache
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from kernels import ChunkedCrossEntropy, compiled_decode_step
-
-try:  # FlexAttention (torch >= 2.5) runs the sliding window as a sparse kernel on CUDA
-    from torch.nn.attention.flex_attention import create_block_mask, flex_attention
-except ImportError:
-    flex_attention = None
+# kernels.py: the loss without whole-batch logits, compiled decoding, and FlexAttention's sliding
+# window (the CUDA path of attend; None before torch 2.5)
+from kernels import ChunkedCrossEntropy, compiled_decode_step, flex_attention, sliding_window_flex
 
 
 @dataclass
@@ -51,6 +47,12 @@ class GPTConfig:
     nope_temperature: float = 0.0
     nope_temperature_floor: int = 1
     attention: str = 'auto'      # 'auto': fast kernels; 'reference': explicit softmax (tests)
+    # What imported models need (hub.py; the defaults are this repo's own design):
+    mlp_hidden: int = None       # the SwiGLU's hidden width; None = 8/3 n_embd (see MLP)
+    norm: str = 'rms'            # 'rms': RMSNorm (SmolLM3); 'layer': LayerNorm, no bias (Cohere)
+    norm_eps: float = 1e-6       # the norms' epsilon: 1e-6 here and in SmolLM3, 1e-5 in Cohere2
+    parallel_block: bool = False  # Cohere: x + attn(ln(x)) + mlp(ln(x)), one norm a layer (Block)
+    logit_scale: float = 1.0     # Cohere multiplies the logits by 1/16: its tied embedding is large
 
     def __post_init__(self):
         if self.n_kv_head is None:
@@ -69,8 +71,9 @@ class GPTConfig:
         if self.nope_temperature < 0 or self.nope_temperature_floor < 1:
             raise ValueError(f"nope_temperature={self.nope_temperature} must be >= 0 and "
                              f"nope_temperature_floor={self.nope_temperature_floor} >= 1")
-        if self.attention not in ('auto', 'reference'):
-            raise ValueError(f"attention={self.attention!r} must be 'auto' or 'reference'")
+        if self.attention not in ('auto', 'reference') or self.norm not in ('rms', 'layer'):
+            raise ValueError(f"attention={self.attention!r} must be 'auto' or 'reference', "
+                             f"norm={self.norm!r} 'rms' or 'layer'")
 
     def layer_kinds(self):
         """The letter of every layer: 'SSSN' over 8 layers -> 'SSSNSSSN'."""
@@ -105,7 +108,7 @@ def apply_rope(x, cos, sin):
 # W, when i - W < j. Masks are described by these positions, never stored as T x T matrices on the
 # hot paths. This rule and the explicit softmax below are the whole semantics; everything in the
 # last part of the file is a faster way of computing the same thing, and the tests hold each of
-# those paths to reference_attention (kernels.py holds two more).
+# those paths to reference_attention (kernels.py holds three more).
 
 def visible(q_pos, k_pos, window):
     """Boolean mask (Tq, Tk): True where the query may attend to the key (empty slots: k_pos -1)."""
@@ -133,9 +136,12 @@ def reference_attention(q, k, v, mask):
 # -----------------------------------------------------------------------------
 # The transformer
 
-def RMSNorm(dim):
-    """x / rms(x) * gain (learned, from 1): as good as LayerNorm, cheaper (no mean, no bias)."""
-    return nn.RMSNorm(dim, eps=1e-6)
+def Norm(dim, config):
+    """RMSNorm: x / rms(x) * gain (learned, from 1): as good as LayerNorm, cheaper (no mean, no
+    bias). LayerNorm (norm='layer') also subtracts the mean first."""
+    if config.norm == 'layer':
+        return nn.LayerNorm(dim, eps=config.norm_eps, bias=False)
+    return nn.RMSNorm(dim, eps=config.norm_eps)
 
 
 class CausalSelfAttention(nn.Module):
@@ -157,8 +163,8 @@ class CausalSelfAttention(nn.Module):
         # QK-Norm: normalise every q and k head vector to unit RMS (times a learned gain) before
         # RoPE. It bounds the attention logits, which stabilises training, but the paper finds it
         # also flattens attention over long contexts (higher entropy, less mass on the needle).
-        self.q_norm = RMSNorm(self.head_dim) if config.qk_norm else nn.Identity()
-        self.k_norm = RMSNorm(self.head_dim) if config.qk_norm else nn.Identity()
+        self.q_norm = Norm(self.head_dim, config) if config.qk_norm else nn.Identity()
+        self.k_norm = Norm(self.head_dim, config) if config.qk_norm else nn.Identity()
         # Length-dependent temperature (Llama 4's, for its NoPE layers): a NoPE query at position p
         # spreads its attention over p + 1 keys, so the softmax flattens as the context grows.
         # Scaling q by 1 + beta * log(floor((p + 1) / s) + 1) sharpens it again, roughly in step
@@ -203,7 +209,7 @@ class MLP(nn.Module):
 
     def __init__(self, config):
         super().__init__()
-        hidden = 64 * math.ceil(8 * config.n_embd / 3 / 64)
+        hidden = config.mlp_hidden or 64 * math.ceil(8 * config.n_embd / 3 / 64)
         self.gate = nn.Linear(config.n_embd, hidden, bias=config.bias)
         self.up = nn.Linear(config.n_embd, hidden, bias=config.bias)
         self.c_proj = nn.Linear(hidden, config.n_embd, bias=config.bias)
@@ -215,17 +221,21 @@ class MLP(nn.Module):
 
 class Block(nn.Module):
     """Pre-norm residual block: x + attn(norm(x)), then x + mlp(norm(x)). Normalising the
-    branch inputs, not the residual stream, keeps a clean identity path and trains stably."""
+    branch inputs, not the residual stream, keeps a clean identity path and trains stably.
+    Parallel (Cohere, GPT-J): x + attn(norm(x)) + mlp(norm(x)), both branches read one norm."""
 
     def __init__(self, config, kind):
         super().__init__()
-        self.ln_1 = RMSNorm(config.n_embd)
+        self.ln_1 = Norm(config.n_embd, config)
         self.attn = CausalSelfAttention(config, kind)
-        self.ln_2 = RMSNorm(config.n_embd)
+        self.ln_2 = None if config.parallel_block else Norm(config.n_embd, config)
         self.mlp = MLP(config)
 
     def forward(self, x, pos, cos, sin, cache=None):
-        x = x + self.attn(self.ln_1(x), pos, cos, sin, cache)
+        h = self.ln_1(x)
+        if self.ln_2 is None:
+            return x + self.attn(h, pos, cos, sin, cache) + self.mlp(h)
+        x = x + self.attn(h, pos, cos, sin, cache)
         return x + self.mlp(self.ln_2(x))
 
 
@@ -238,7 +248,7 @@ class GPT(nn.Module):
             wte=nn.Embedding(config.vocab_size, config.n_embd),  # the only embedding: no positions
             drop=nn.Dropout(config.dropout),
             h=nn.ModuleList([Block(config, kind) for kind in config.layer_kinds()]),
-            ln_f=RMSNorm(config.n_embd),
+            ln_f=Norm(config.n_embd, config),
         ))
         self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
         # tied: saves V x C parameters, and trains as well at this scale
@@ -267,6 +277,13 @@ class GPT(nn.Module):
             torch.nn.init.normal_(module.weight, mean=0.0, std=(3 * module.in_features) ** -0.5)
             if module.bias is not None:
                 torch.nn.init.zeros_(module.bias)
+
+    @classmethod
+    def from_pretrained(cls, name_or_path, dtype=torch.float32):
+        """A transformers checkpoint of SmolLM3 or Cohere2 (Command R7B, the paper's model), a hub
+        name or a folder, as this GPT in `dtype`. hub.py maps the settings and the weights."""
+        from hub import load_pretrained  # machinery beside the model, which imports it
+        return load_pretrained(name_or_path, dtype)
 
     def rope(self, p0, T, device):
         """cos, sin (T, hd/2) for positions p0..p0+T-1. The table grows (doubling) as longer inputs
@@ -299,7 +316,8 @@ class GPT(nn.Module):
             x = block(x, pos, cos, sin, None if cache is None else cache[i])
         for c in counted or ():
             c.seen += T
-        return self.transformer.ln_f(x)
+        # the logit scale, applied to what every head multiplies: the same as scaling the logits
+        return self.transformer.ln_f(x) * self.config.logit_scale
 
     def decode_step(self, idx, pos, cache, head):
         """One token per sequence through every layer: idx (B, 1) at position pos, a (1,) tensor ->
@@ -467,28 +485,6 @@ def sliding_window_blocked(q, k, v, window):
     y = F.scaled_dot_product_attention(qb, kb, vb, attn_mask=mask.repeat(B, 1, 1, 1),
                                        enable_gqa=True)
     return y.view(B, nb, nh, Bq, hd).transpose(1, 2).reshape(B, nh, nb * Bq, hd)[:, :, :T]
-
-
-@lru_cache(maxsize=16)
-def sliding_block_mask(T, window, device):
-    """FlexAttention's block-sparse mask: it skips every 128x128 tile outside the band. Built once
-    per (T, W)."""
-    in_window = lambda b, h, q_idx, kv_idx: (kv_idx <= q_idx) & (q_idx - kv_idx < window)
-    return create_block_mask(in_window, B=None, H=None, Q_LEN=T, KV_LEN=T, device=device)
-
-
-@lru_cache(maxsize=1)
-def compiled_flex_attention():
-    """FlexAttention is fast only compiled into a fused kernel; compile it once, on first use."""
-    return torch.compile(flex_attention, dynamic=False)
-
-
-def sliding_window_flex(q, k, v, window):
-    """The same sliding window as a FlexAttention kernel (compiled on CUDA; eager elsewhere, for
-    tests)."""
-    fn = compiled_flex_attention() if q.is_cuda else flex_attention
-    mask = sliding_block_mask(q.size(2), window, str(q.device))
-    return fn(q, k, v, block_mask=mask, enable_gqa=True)
 
 
 class KVCache:

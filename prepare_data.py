@@ -6,10 +6,12 @@ data/<name>/train.bin and val.bin (uint16 token ids) and meta.json.
     python prepare_data.py --input=notes/               # a folder of .txt/.md files, one document each
     python prepare_data.py --input=books.jsonl          # one document per line, in its "text" field
     python prepare_data.py --input=novel.txt --name=novel
+    python prepare_data.py --tokenizer=smollm3/ --name=shakespeare-smollm3   # a model's own tokenizer
 
 Documents stay whole, each followed by <|endoftext|>, and the split is by document, so
 val.bin holds whole long documents for long-context evaluation. (A single-document input
-is split by position instead: its last val_fraction goes to val.) The work is corpus.prepare.
+is split by position instead: its last val_fraction goes to val.) A tokenizer of more than 65,536
+tokens writes uint32. The work is corpus.prepare.
 """
 
 import os
@@ -19,7 +21,8 @@ from corpus import builtin_corpus, prepare, read_documents
 
 input = ''            # '' = the built-in Shakespeare corpus; else a .txt, a .jsonl or a folder
 name = ''             # the dataset's name under data/; '' = 'shakespeare' or the input's base name
-encoding = 'gpt2'     # a tiktoken encoding; 'gpt2' ships with the repo and works offline
+tokenizer = 'gpt2'    # 'gpt2' ships with the repo and works offline; or another tiktoken encoding, or
+                      # an imported model's folder (its tokenizer.json), to fine-tune it: train.py --init_from
 text_field = 'text'   # the field holding the text in a .jsonl input
 val_fraction: '(0, 1)' = 0.1
 seed: '[0, inf)' = 1337
@@ -30,4 +33,4 @@ if input:
     name = name or os.path.splitext(os.path.basename(os.path.normpath(input)))[0]
 else:
     docs, name = builtin_corpus(), name or 'shakespeare'
-prepare(docs, name, encoding, val_fraction, seed, num_threads)
+prepare(docs, name, tokenizer, val_fraction, seed, num_threads)

@@ -20,7 +20,8 @@ from common import load_model, resolve_device
 from configurator import configure, fail
 from corpus import get_tokenizer
 
-out_dir = 'out-hybrid-long'
+out_dir = 'out-hybrid-long'     # the checkpoint: out_dir/ckpt.pt...
+init_from = ''            # ...or a transformers one (SmolLM3, Cohere2): a hub name or a folder
 start = '\n'              # the prompt, or FILE:path to read it from a file
 num_samples: '[1, inf)' = 1
 max_new_tokens: '[1, inf)' = 200
@@ -46,7 +47,7 @@ if start.startswith('FILE:'):
         start = f.read()
 if not start:
     fail("the prompt is empty: give --start=TEXT or --start=FILE:path to a non-empty file")
-model, checkpoint = load_model(out_dir, device, ptdtype)
+model, checkpoint = load_model(out_dir, device, ptdtype, init_from)
 block_size = checkpoint['model_args']['block_size']
 enc = get_tokenizer(checkpoint['tokenizer'])
 

@@ -4,13 +4,14 @@ text (or passkey's filler), needles put at sentence boundaries, the questions, a
 plots that eval_long.py and reproduce.py both draw.
 """
 
+import json
 import math
 import os
 import re
 
 import numpy as np
 
-from corpus import DATA, HELD_OUT_FORMAT, HELD_OUT_NAMES, KEY_WORDS, NEEDLE_FORMATS
+from corpus import DATA, HELD_OUT_FORMAT, HELD_OUT_NAMES, KEY_WORDS, NEEDLE_FORMATS, get_tokenizer, token_dtype
 
 # -----------------------------------------------------------------------------
 # The task generators. Each takes (enc, haystacks, length, depth, rng) and returns the prompt tokens
@@ -209,9 +210,16 @@ def score(output, refs, exact=False):
     return sum(r in output for r in refs) / len(refs)
 
 
-def held_out_text(dataset):
-    """The validation split of a prepared dataset (whole held-out documents, concatenated) as int64 tokens."""
-    return np.fromfile(os.path.join(DATA, dataset, 'val.bin'), dtype=np.uint16).astype(np.int64)
+def held_out_text(dataset, enc):
+    """The validation split of a prepared dataset (whole held-out documents, concatenated) as int64 tokens
+    of enc: as stored, or the same text re-encoded where the dataset was tokenized otherwise (GPT-2's
+    data/shakespeare, evaluated on an imported model with its own tokenizer: hub.py)."""
+    meta = json.load(open(os.path.join(DATA, dataset, 'meta.json')))
+    tokens = np.fromfile(os.path.join(DATA, dataset, 'val.bin'), dtype=token_dtype(meta)).astype(np.int64)
+    if meta['tokenizer'] == enc.name:
+        return tokens
+    text = get_tokenizer(meta['tokenizer']).decode(tokens.tolist())
+    return np.array(enc.encode_ordinary(text), dtype=np.int64)
 
 
 # -----------------------------------------------------------------------------

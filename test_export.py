@@ -46,6 +46,15 @@ def test_exported_model_gives_our_logits_and_greedy_tokens(pattern, tmp_path):
     assert torch.equal(ours.generate(idx, 40, temperature=0), theirs)  # 80 tokens: past the window and block_size
 
 
+def test_export_then_load_gives_back_the_same_weights(tmp_path):
+    """The round trip: export_hf.py writes SmolLM3, GPT.from_pretrained (hub.py) reads it back bit for bit."""
+    ours, _ = export(tmp_path, 'SSSN')
+    back = GPT.from_pretrained(str(tmp_path / 'hf'))
+    assert back.config.layer_kinds() == ours.config.layer_kinds() and back.config.n_kv_head == 2
+    mine, theirs = ours.state_dict(), back.state_dict()
+    assert mine.keys() == theirs.keys() and all(torch.equal(mine[k], theirs[k]) for k in mine)
+
+
 def test_the_comparison_catches_an_off_by_one_window_and_a_wrong_rope_layout(tmp_path):
     """The two ways such ports usually go wrong, done on purpose: each moves the logits far beyond 1e-4."""
     ours, hf = export(tmp_path, 'SSSN')
@@ -86,16 +95,17 @@ def test_a_trained_checkpoint_exports_and_continues_as_sample_py_does(trained, t
     assert shown == tok.decode(out[0, ids.size(1):], skip_special_tokens=False) + '\n'
 
 
-@pytest.mark.parametrize('case', ['missing', 'qk_norm', 'nope_temperature', 'not_empty'])
+@pytest.mark.parametrize('case', ['missing', 'qk_norm', 'nope_temperature', 'cohere', 'not_empty'])
 def test_export_bad_input_is_one_line(case, tmp_path):
-    if case in ('qk_norm', 'nope_temperature'):
+    if case in ('qk_norm', 'nope_temperature', 'cohere'):
         cfg = GPTConfig(block_size=32, vocab_size=50304, n_layer=2, n_head=2, n_embd=16, layer_pattern='SN',
-                        **({'qk_norm': True} if case == 'qk_norm' else {'nope_temperature': 0.1}))
+                        **{'qk_norm': dict(qk_norm=True), 'nope_temperature': dict(nope_temperature=0.1),
+                           'cohere': dict(norm='layer', parallel_block=True)}[case])
         torch.save(dict(model=GPT(cfg).state_dict(), model_args=vars(cfg), tokenizer='gpt2'), tmp_path / 'ckpt.pt')
     if case == 'not_empty':
         export(tmp_path, 'SN')  # tmp_path/hf now exists and holds files
     p = run('export_hf.py', f'--out_dir={tmp_path}', ok=False)
     assert p.returncode == 2 and 'Traceback' not in p.stderr and p.stderr.count('\n') == 1, p.stderr
     assert {'missing': 'no checkpoint', 'qk_norm': 'qk_norm=True', 'nope_temperature': 'nope_temperature=0.1',
-            'not_empty': '--force'}[case] in p.stderr
+            'cohere': "norm='layer', parallel_block=True", 'not_empty': '--force'}[case] in p.stderr
     assert not (tmp_path / 'hf').exists() or case == 'not_empty'  # nothing written

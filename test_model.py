@@ -15,9 +15,8 @@ from torch.utils.flop_counter import FlopCounterMode
 import kernels
 from common import flops_per_token
 from configurator import configure, read_config
-from kernels import ChunkedCrossEntropy, compiled_decode_step, mm_as_reduction
-from model import (GPT, GPTConfig, KVCache, attend, reference_attention, sliding_window_blocked, sliding_window_flex,
-                   visible)
+from kernels import ChunkedCrossEntropy, compiled_decode_step, mm_as_reduction, sliding_window_flex
+from model import GPT, GPTConfig, KVCache, attend, reference_attention, sliding_window_blocked, visible
 from conftest import HERE, script_settings
 
 pytestmark = pytest.mark.filterwarnings('ignore:flex_attention called without torch.compile')  # eager on CPU

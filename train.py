@@ -33,8 +33,10 @@ from tqdm import tqdm
 
 from common import flops_per_token, keep_freed_memory, load_model, matmul_peak_flops, resolve_device, write_atomic
 from configurator import configure, fail
+from hub import local_folder
 from model import GPT, GPTConfig
-from corpus import DATA, RECALL_VOCAB, builtin_corpus, get_tokenizer, prepare, recall_batch, retrieval_sequence
+from corpus import (DATA, RECALL_VOCAB, builtin_corpus, get_tokenizer, prepare, recall_batch, retrieval_sequence,
+                    token_dtype)
 
 # -----------------------------------------------------------------------------
 # default settings; override with config/*.py files and --key=value. Each number's annotation is its valid
@@ -44,7 +46,8 @@ out_dir = 'out'
 eval_interval: '[1, inf)' = 50            # evaluate and checkpoint every this many iterations (and at the end)
 eval_iters: '[1, inf)' = 8                # batches per loss estimate
 log_interval: '[1, inf)' = 5
-init_from = 'scratch'                     # 'scratch' or 'resume' (from out_dir/ckpt.pt)
+init_from = 'scratch'                     # 'scratch', 'resume' (from out_dir/ckpt.pt), or a transformers
+                                          # checkpoint to fine-tune (hub.py: SmolLM3, Cohere2; a folder or hub name)
 # data
 dataset = 'shakespeare'                   # data/<dataset>/ from prepare_data.py (shakespeare: made on first use);
                                           # 'recall': associative recall made on the fly (corpus.recall_batch)
@@ -189,7 +192,7 @@ def get_batch(split, n, rng, T):
     if dataset == 'recall':  # fresh sequences every time: a fixed set would be memorised
         x, y, _ = recall_batch(rng, n, T, recall_pairs_at(T))
         return to_device(x), to_device(y)
-    data = np.memmap(os.path.join(data_dir, f'{split}.bin'), dtype=np.uint16, mode='r')  # reopened each time: no leak
+    data = np.memmap(os.path.join(data_dir, f'{split}.bin'), dtype=token_dtype(meta), mode='r')  # reopened: no leak
     starts = rng.integers(0, len(data) - T - 1, n)
     seqs = to_device(np.stack([data[s:s + T + 1] for s in starts]).astype(np.int64))
     return seqs[:, :-1], seqs[:, 1:]
@@ -197,7 +200,7 @@ def get_batch(split, n, rng, T):
 
 def get_retrieval_batch(split, n, rng, T):
     """n retrieval sequences (n, T) of inputs and targets, the targets -1 but at the answers' value tokens."""
-    data = np.memmap(os.path.join(data_dir, f'{split}.bin'), dtype=np.uint16, mode='r')
+    data = np.memmap(os.path.join(data_dir, f'{split}.bin'), dtype=token_dtype(meta), mode='r')
     try:
         seqs, scored = map(np.stack, zip(*(retrieval_sequence(enc, data, T + 1, rng, retrieval_needles,
                                                               distractors=retrieval_distractors,
@@ -238,9 +241,12 @@ if init_from == 'resume':
     if lacking:
         fail(f"{ckpt_path} holds weights but no training state ({', '.join(lacking)}): it can be sampled and "
              f"evaluated, not resumed; train from scratch in another --out_dir")
+    model_args = {**checkpoint['model_args'], **model_args}  # with those no setting names (hub.py's)
     for k in model_args:
-        saved = checkpoint['model_args'][k]
-        if model_args[k] != saved:
+        saved = checkpoint['model_args'].get(k, getattr(GPTConfig, k, None))
+        # a setting as the run that wrote the checkpoint had it changes nothing (a model fine-tuned from
+        # init_from=<folder> keeps its own window and theta, whatever train.py's defaults say)
+        if model_args[k] not in (saved, checkpoint['config'].get(k, saved)):
             if k in RESUMABLE_CHANGES:
                 log(f"resume: {k} {saved} -> {model_args[k]}")
                 continue
@@ -250,8 +256,17 @@ if init_from == 'resume':
     if checkpoint['config'].get('dataset', dataset) != dataset:
         log(f"resume: dataset {checkpoint['config']['dataset']} -> {dataset}")
     iter_num, best_val_loss = checkpoint['iter_num'], checkpoint['best_val_loss']
-elif init_from != 'scratch':
-    fail(f"init_from={init_from!r} must be 'scratch' or 'resume'")
+elif init_from != 'scratch':  # a transformers checkpoint to fine-tune (hub.py): its settings make the model
+    try:
+        folder = local_folder(init_from)
+        pretrained = GPT.from_pretrained(folder)
+    except ValueError as e:
+        fail(str(e))
+    if os.path.realpath(str(meta['tokenizer'])) != os.path.realpath(folder):
+        fail(f"dataset {dataset!r} is tokenized with {meta['tokenizer']}, not {init_from}'s own tokenizer: run "
+             f"python prepare_data.py --tokenizer={folder} --name=NAME and train with --dataset=NAME")
+    model_args = dict(asdict(pretrained.config), block_size=block_size, dropout=dropout)
+    log(f"init_from={init_from}: its own settings ({', '.join(f'{k}={v}' for k, v in model_args.items())})")
 try:
     gptconf = GPTConfig(**model_args)
 except ValueError as e:
@@ -259,6 +274,9 @@ except ValueError as e:
 model = GPT(gptconf).to(device)
 if checkpoint is not None:
     model.load_state_dict(checkpoint['model'])
+elif init_from != 'scratch':
+    model.load_state_dict(pretrained.state_dict())
+    pretrained = None  # free the memory
 optimizer = model.configure_optimizers(weight_decay, learning_rate, (beta1, beta2), device_type, embedding_lr_scale)
 data_rng = np.random.default_rng(seed)  # the same on every process: all draw the global batch, each takes its part
 if checkpoint is not None:
