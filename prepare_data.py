@@ -3,10 +3,10 @@ Prepare a dataset for train.py: tokenize with GPT-2's BPE (offline) and write
 data/<name>/train.bin and val.bin (uint16 token ids) and meta.json.
 
     python prepare_data.py                              # the built-in corpus -> data/shakespeare/
-    python prepare_data.py --input=notes/               # a folder of .txt/.md files, one document each
+    python prepare_data.py --input=notes/               # a folder of .txt/.md files, one each
     python prepare_data.py --input=books.jsonl          # one document per line, in its "text" field
     python prepare_data.py --input=novel.txt --name=novel
-    python prepare_data.py --tokenizer=smollm3/ --name=shakespeare-smollm3   # a model's own tokenizer
+    python prepare_data.py --tokenizer=smollm3/ --name=shakespeare-smollm3   # a model's tokenizer
 
 Documents stay whole, each followed by <|endoftext|>, and the split is by document, so
 val.bin holds whole long documents for long-context evaluation. (A single-document input
@@ -21,8 +21,9 @@ from corpus import builtin_corpus, prepare, read_documents
 
 input = ''            # '' = the built-in Shakespeare corpus; else a .txt, a .jsonl or a folder
 name = ''             # the dataset's name under data/; '' = 'shakespeare' or the input's base name
-tokenizer = 'gpt2'    # 'gpt2' ships with the repo and works offline; or another tiktoken encoding, or
-                      # an imported model's folder (its tokenizer.json), to fine-tune it: train.py --init_from
+tokenizer = 'gpt2'    # 'gpt2' ships with the repo and works offline; or another tiktoken encoding,
+                      # or an imported model's folder (its tokenizer.json), to fine-tune it:
+                      # train.py --init_from
 text_field = 'text'   # the field holding the text in a .jsonl input
 val_fraction: '(0, 1)' = 0.1
 seed: '[0, inf)' = 1337

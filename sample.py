@@ -30,7 +30,8 @@ top_k: '[0, inf)' = 200                   # 0 = no limit
 seed: '[0, inf)' = 1337
 device = 'auto'           # 'auto', 'cpu', 'cuda', 'mps'
 dtype = 'auto'            # 'auto': bfloat16 on a GPU that has it, else float32
-compile = False           # compile the one-token decoding step once (GPT.decode_step): on a CPU 2x faster, after ~13 s
+compile = False           # compile the one-token decoding step once (GPT.decode_step): on a CPU 2x
+                          # faster, after ~13 s
 prefill_chunk: '[1, inf)' = 1024          # prompt tokens per prefill step: bounds activation memory
 configure(globals())
 
@@ -54,26 +55,31 @@ enc = get_tokenizer(checkpoint['tokenizer'])
 prompt = enc.encode(start, allowed_special={'<|endoftext|>'})
 print(f"prompt: {len(prompt):,} tokens", file=sys.stderr)
 if len(prompt) > block_size:
-    print(f"warning: the prompt is longer than the training context ({block_size:,} tokens); the model sees all of it, "
-          f"but was never trained at this length", file=sys.stderr)
+    print(f"warning: the prompt is longer than the training context ({block_size:,} tokens); the "
+          f"model sees all of it, but was never trained at this length", file=sys.stderr)
 
 x = torch.tensor(prompt, dtype=torch.long, device=device)[None, :]
 for s in range(num_samples):
     cache = model.new_cache(1, len(prompt) + max_new_tokens, ptdtype, device)
-    text = codecs.getincrementaldecoder('utf-8')(errors='replace')  # a character may span several tokens
+    text = codecs.getincrementaldecoder('utf-8')(errors='replace')  # a character may span several
+                                                                    # tokens
     t0 = time.perf_counter()
-    for i, token in enumerate(model.stream(x, max_new_tokens, temperature, top_k or None, prefill_chunk, cache, compile)):
+    for i, token in enumerate(model.stream(x, max_new_tokens, temperature, top_k or None,
+                                           prefill_chunk, cache, compile)):
         if i == 0:
             t_first = time.perf_counter()  # prefill (and the first token) done
         if i == 1:
-            t_second = time.perf_counter()  # the first decoding step done: with --compile, the compile
+            t_second = time.perf_counter()  # the first decoding step done (with --compile, the
+                                            # compile)
         sys.stdout.write(text.decode(enc.decode_single_token_bytes(token.item())))
         sys.stdout.flush()
     t_end = time.perf_counter()
     print('\n' + '-' * 40 if s < num_samples - 1 else '', flush=True)
-    print(f"prefill {len(prompt):,} tokens in {t_first - t0:.2f}s ({len(prompt) / (t_first - t0):,.0f} tok/s); "
+    print(f"prefill {len(prompt):,} tokens in {t_first - t0:.2f}s "
+          f"({len(prompt) / (t_first - t0):,.0f} tok/s); "
           f"decode {max_new_tokens - 1} tokens in {t_end - t_first:.2f}s "
           f"({(max_new_tokens - 1) / max(t_end - t_first, 1e-9):,.1f} tok/s"
-          + (f"; after the first step of {t_second - t_first:.2f}s, {(max_new_tokens - 2) / max(t_end - t_second, 1e-9):,.1f} "
+          + (f"; after the first step of {t_second - t_first:.2f}s, "
+             f"{(max_new_tokens - 2) / max(t_end - t_second, 1e-9):,.1f} "
              f"tok/s" if max_new_tokens > 2 else '') + "); "
           f"KV cache {sum(c.nbytes() for c in cache) / 2**20:,.1f} MiB", file=sys.stderr)
