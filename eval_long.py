@@ -28,9 +28,9 @@ A checkpoint trained on associative recall (dataset='recall', see corpus.recall_
            asked pair in the haystack x length, drawn as a heat map
 
 Prints one table per task and writes out_dir/eval_long.json (and PNGs when matplotlib is installed).
-Every text prompt goes through the KV cache with chunked prefill, so a 32k-token evaluation fits in CPU
-memory (a recall batch is one forward pass: its output layer is small); prompts are drawn from a numpy
-Generator seeded with --seed, so every run sees the same ones.
+Every text prompt goes through the KV cache with chunked prefill, so a 32k-token evaluation fits in
+CPU memory (a recall batch is one forward pass: its output layer is small); prompts are drawn from a
+numpy Generator seeded with --seed, so every run sees the same ones.
 """
 
 import copy
@@ -49,7 +49,8 @@ from common import have_matplotlib, load_model, output_dir, resolve_device, writ
 from configurator import configure, fail
 from corpus import DATA, get_tokenizer, recall_batch
 from model import GPT
-from tasks import (PASSKEY_FILLER, RULER_TASKS, Haystack, binding_outcome, binding_prompt, draw_heatmap, draw_ppl,
+from tasks import (PASSKEY_FILLER, RULER_TASKS, Haystack, binding_outcome, binding_prompt,
+                   draw_heatmap, draw_ppl,
                    held_out_text, results_file, score, task_heldout, task_niah, task_passkey)
 
 # -----------------------------------------------------------------------------
@@ -57,9 +58,10 @@ from tasks import (PASSKEY_FILLER, RULER_TASKS, Haystack, binding_outcome, bindi
 
 @torch.no_grad()
 def answers(model, enc, prompts, max_new_tokens, prefill_chunk, values=None, rng=None):
-    """The greedy continuations (strings) of prompts [(T,), ...] and, given each needle's value, the retrieval
-    gains (else None). Each prompt is prefilled once, up to its last token; the gain's two teacher-forced
-    answers continue from copies of that cache, and the greedy decoding from the cache itself."""
+    """The greedy continuations (strings) of prompts [(T,), ...] and, given each needle's value, the
+    retrieval gains (else None). Each prompt is prefilled once, up to its last token; the gain's two
+    teacher-forced answers continue from copies of that cache, and the greedy decoding from the
+    cache itself."""
     device, dtype = model.lm_head.weight.device, model.lm_head.weight.dtype
     texts, gains = [], [] if values is not None else None
     for i, prompt in enumerate(prompts):
@@ -69,15 +71,16 @@ def answers(model, enc, prompts, max_new_tokens, prefill_chunk, values=None, rng
             model.hidden(chunk, cache)
         if values is not None:
             gains.append(answer_gain(model, enc, cache, x[:, -1:], values[i], rng))
-        new = torch.cat(list(model.stream(x[:, -1:], max_new_tokens, temperature=0, cache=cache)), dim=1)
+        new = torch.cat(list(model.stream(x[:, -1:], max_new_tokens, temperature=0, cache=cache)),
+                        dim=1)
         texts.append(enc.decode(new[0].tolist()))
     return texts, gains
 
 
 @torch.no_grad()
 def token_losses(model, x, prefill_chunk):
-    """Per-token cross-entropy (B, T-1) of x (B, T), chunk by chunk through the KV cache: the logits of
-    only one chunk (chunk x 50k floats) exist at a time, never T x 50k."""
+    """Per-token cross-entropy (B, T-1) of x (B, T), chunk by chunk through the KV cache: the logits
+    of only one chunk (chunk x 50k floats) exist at a time, never T x 50k."""
     cache = model.new_cache(x.size(0), x.size(1), model.lm_head.weight.dtype, x.device)
     out = []
     for inp, tgt in zip(x[:, :-1].split(prefill_chunk, 1), x[:, 1:].split(prefill_chunk, 1)):
@@ -89,25 +92,28 @@ def token_losses(model, x, prefill_chunk):
 
 @torch.no_grad()
 def answer_gain(model, enc, cache, last, value, rng):
-    """Retrieval gain in nats: how much likelier the model finds the needle's value than another number
-    with as many digits, right after the prompt: NLL(other) - NLL(value), both teacher-forced. About 0
-    when the needle is not used, positive when it is: finer than exact match, for models too small or
-    too briefly trained to answer outright. cache holds the prompt but its last token, last (1, 1); both
-    answers continue from copies of it, so the cache itself is left as it was."""
+    """Retrieval gain in nats: how much likelier the model finds the needle's value than another
+    number with as many digits, right after the prompt: NLL(other) - NLL(value), both
+    teacher-forced. About 0 when the needle is not used, positive when it is: finer than exact
+    match, for models too small or too briefly trained to answer outright. cache holds the prompt
+    but its last token, last (1, 1); both answers continue from copies of it, so the cache itself is
+    left as it was."""
     other = value
     while other == value:
         other = str(rng.integers(10 ** (len(value) - 1), 10 ** len(value)))
     nll = []
     for v in (value, other):
         ans = torch.tensor([enc.encode_ordinary(' ' + v)], device=last.device)
-        hs = model.hidden(torch.cat([last, ans[:, :-1]], dim=1), copy.deepcopy(cache))  # the states that predict each answer token
+        hs = model.hidden(torch.cat([last, ans[:, :-1]], dim=1),
+                          copy.deepcopy(cache))  # the states that predict each answer token
         nll.append(F.cross_entropy(model.lm_head(hs)[0].float(), ans[0], reduction='sum').item())
     return nll[1] - nll[0]
 
 
-def grid(model, enc, task, hays, lengths, depths, samples, rng, prefill_chunk, exact=False, gain=False, desc=''):
-    """Mean score of `samples` prompts in every (length, depth) cell, {length: {depth: score}}, and with
-    gain=True the mean retrieval gain of the same prompts in the same form (else None)."""
+def grid(model, enc, task, hays, lengths, depths, samples, rng, prefill_chunk, exact=False,
+         gain=False, desc=''):
+    """Mean score of `samples` prompts in every (length, depth) cell, {length: {depth: score}}, and
+    with gain=True the mean retrieval gain of the same prompts in the same form (else None)."""
     scores, gains = {}, {} if gain else None
     with tqdm(total=len(lengths) * len(depths), desc=desc, disable=None, leave=False) as bar:
         for L in lengths:
@@ -133,14 +139,15 @@ def grid(model, enc, task, hays, lengths, depths, samples, rng, prefill_chunk, e
 
 @torch.no_grad()
 def recall_scores(model, length, pairs, samples, rng, depths, batch_tokens=2 ** 16):
-    """Associative recall at one length: per-query accuracy, exact match (all `pairs` answers of a sequence
-    right) and the accuracy by depth {depth bin: accuracy}, over `samples` fresh sequences, in batches of
-    up to 32 sequences and about batch_tokens tokens. A pair's depth is where its key sits in the haystack,
-    0 = right after BOS, 1 = just before QUERY; bins start at `depths` ([0, 0.2, ...]).
-    Teacher-forced: the answer to each query is the argmax at its key, from one forward pass over the batch,
-    with no KV cache. The output layer is small (130 tokens) and no attention kernel holds a T x T matrix,
-    so memory grows only linearly with the batch's tokens. (Through the cache in chunks, each 'N' layer
-    needed a chunk x keys mask, and the same pass took about twice as long.)"""
+    """Associative recall at one length: per-query accuracy, exact match (all `pairs` answers of a
+    sequence right) and the accuracy by depth {depth bin: accuracy}, over `samples` fresh sequences,
+    in batches of up to 32 sequences and about batch_tokens tokens. A pair's depth is where its key
+    sits in the haystack, 0 = right after BOS, 1 = just before QUERY; bins start at `depths` ([0,
+    0.2, ...]). Teacher-forced: the answer to each query is the argmax at its key, from one forward
+    pass over the batch, with no KV cache. The output layer is small (130 tokens) and no attention
+    kernel holds a T x T matrix, so memory grows only linearly with the batch's tokens. (Through the
+    cache in chunks, each 'N' layer needed a chunk x keys mask, and the same pass took about twice
+    as long.)"""
     H = length - 2 * pairs - 2
     asked = torch.arange(H + 2, length, 2)  # positions of the asked keys
     batch = max(1, min(32, batch_tokens // length))
@@ -175,7 +182,8 @@ def print_grid(title, table):
 
 def plot_heatmap(table, title, path, xlabel='needle depth'):
     import matplotlib.pyplot as plt
-    fig, ax = plt.subplots(figsize=(1 + 0.7 * len(next(iter(table.values()))), 1 + 0.45 * len(table)))
+    fig, ax = plt.subplots(figsize=(1 + 0.7 * len(next(iter(table.values()))),
+                                    1 + 0.45 * len(table)))
     draw_heatmap(ax, table, title, xlabel)
     fig.tight_layout()
     fig.savefig(path, dpi=80)
@@ -193,8 +201,10 @@ def plot_ppl(curves, block_size, path):
 
 def with_nope_temperature(model, beta, floor):
     """The same model, weights unchanged, with the 'N' layers' temperature set to (beta, floor): the
-    inference-time log-scaling of SWAN-GPT and Scalable-Softmax, given to a model trained without it."""
-    new = GPT(dataclasses.replace(model.config, nope_temperature=beta, nope_temperature_floor=floor))
+    inference-time log-scaling of SWAN-GPT and Scalable-Softmax, given to a model trained without
+    it."""
+    new = GPT(dataclasses.replace(model.config, nope_temperature=beta,
+                                  nope_temperature_floor=floor))
     new.load_state_dict(model.state_dict())
     return new.to(model.lm_head.weight).eval()  # the device and dtype of the model
 
@@ -202,42 +212,56 @@ def with_nope_temperature(model, beta, floor):
 # -----------------------------------------------------------------------------
 
 if __name__ == '__main__':
-    out_dir = ''              # the checkpoint (out_dir/ckpt.pt) and where results go; '' = out-hybrid-long
-    init_from = ''            # a transformers checkpoint instead (hub name or folder); results in out-<name>
-    tasks = ''                # comma-separated; '' = every task of the checkpoint's kind (see above)
-    lengths: '[1, inf)' = ()              # prompt lengths in tokens (--lengths=512,2048); () = `multiples` of the training length
-    multiples: '(0, inf)' = ()            # lengths as multiples of the training length; () = 0.5, 1, 2, 4 (text), 1 to 16 (recall)
-    depths: '[0, 1]' = (0.0, 0.25, 0.5, 0.75, 1.0)  # where the needle sits: 0 = the start of the context, 1 = the end
+    out_dir = ''              # the checkpoint (out_dir/ckpt.pt) and where results go; '' =
+                              # out-hybrid-long
+    init_from = ''            # a transformers checkpoint instead (hub name or folder); results in
+                              # out-<name>
+    tasks = ''                # comma-separated; '' = every task of the checkpoint's kind (see
+                              # above)
+    lengths: '[1, inf)' = ()              # prompt lengths in tokens (--lengths=512,2048); () =
+                                          # `multiples` of the training length
+    multiples: '(0, inf)' = ()            # lengths as multiples of the training length; () = 0.5,
+                                          # 1, 2, 4 (text), 1 to 16 (recall)
+    depths: '[0, 1]' = (0.0, 0.25, 0.5, 0.75, 1.0)  # where the needle sits: 0 = the start of the
+                                                    # context, 1 = the end
     samples: '[1, inf)' = 4               # prompts per grid cell, and per RULER task and length
     binding_needles: '[2, inf)' = (2, 4)  # binding: needles in one wording, one row each
     binding_samples: '[1, inf)' = 20      # binding: prompts per row and length
-    gain = True               # also the retrieval gain (answer log-likelihoods) of passkey and niah prompts
+    gain = True               # also the retrieval gain (answer log-likelihoods) of passkey and niah
+                              # prompts
     ppl_windows: '[1, inf)' = 16          # windows of held-out text for the loss by position
-    ppl_buckets: '[1, inf)' = 16          # position buckets of the loss-by-position curve (log-spaced)
-    short_windows: '[1, inf)' = 64        # windows of the training length for the short-context loss
+    ppl_buckets: '[1, inf)' = 16          # position buckets of the loss-by-position curve
+                                          # (log-spaced)
+    short_windows: '[1, inf)' = 64        # windows of the training length for the short-context
+                                          # loss
     dataset = ''              # held-out documents for niah/ppl/short; '' = the checkpoint's dataset
     seed: '[0, inf)' = 1234
     device = 'auto'
     dtype = 'float32'
     prefill_chunk: '[1, inf)' = 1024
-    recall_pairs: '[0, 64]' = (0,)        # recall: key-value pairs per sequence, one evaluation each (--recall_pairs=8,64);
-                                          # 0 = as many as in training
+    recall_pairs: '[0, 64]' = (0,)        # recall: key-value pairs per sequence, one evaluation
+                                          # each (--recall_pairs=8,64); 0 = as many as in training
     recall_samples: '[1, inf)' = 256      # recall: sequences per length...
-    recall_tokens: '[1, inf)' = 2 ** 19   # ...but no more than about this many tokens: fewer sequences at long lengths
-    nope_temperature: '[0, inf)' = None   # None: the model's own; else the 'N' layers' beta of Llama 4's temperature
-                                          # (model.py) at evaluation only, with nope_temperature_floor: inference-time
-    nope_temperature_floor: '[1, inf)' = None  # log-scaling of a model trained without it (None: the model's own)
+    recall_tokens: '[1, inf)' = 2 ** 19   # ...but no more than about this many tokens: fewer
+                                          # sequences at long lengths
+    nope_temperature: '[0, inf)' = None   # None: the model's own; else the 'N' layers' beta of
+                                          # Llama 4's temperature (model.py) at evaluation only,
+                                          # with nope_temperature_floor: inference-time
+    nope_temperature_floor: '[1, inf)' = None  # log-scaling of a model trained without it (None:
+                                               # the model's own)
     recall_bins: '[1, inf)' = 10          # recall: depth bins of the heat map
     plots = True              # PNGs (niah, ppl, recall), with matplotlib (an optional extra)
     configure(globals())
-    sys.stdout.reconfigure(line_buffering=True)  # every line as it is printed, also into a file or a pipe
+    sys.stdout.reconfigure(line_buffering=True)  # every line as it is printed, also into a file or
+                                                 # a pipe
     t_start = time.time()
 
     def took(what):
         return f"{what} took {time.time() - t_start:.0f} s since the start"
 
     if not all(type(L) is int and L > 0 for L in lengths) or not all(0 <= d <= 1 for d in depths):
-        fail(f"lengths={lengths} must be positive integers and depths={depths} numbers in [0, 1], e.g. --lengths=512,2048")
+        fail(f"lengths={lengths} must be positive integers and depths={depths} numbers in [0, 1], "
+             f"e.g. --lengths=512,2048")
     device, ptdtype = resolve_device(device, dtype)
     out_dir = output_dir(out_dir, init_from)
     model, checkpoint = load_model(out_dir, device, ptdtype, init_from)
@@ -249,42 +273,52 @@ if __name__ == '__main__':
         model = with_nope_temperature(model, *temperature)
     T = checkpoint['model_args']['block_size']
     recall = checkpoint['config'].get('dataset') == 'recall'
-    known = ['recall'] if recall else ['passkey', 'niah', 'heldout', 'binding', 'ruler', 'ppl', 'short']
+    known = ['recall'] if recall else ['passkey', 'niah', 'heldout', 'binding', 'ruler', 'ppl',
+                                       'short']
     wanted = [t for t in tasks.split(',') if t] or known
     if set(wanted) - set(known):
-        fail(f"tasks={tasks!r}: a {'recall' if recall else 'text'} checkpoint has the tasks {','.join(known)}")
+        fail(f"tasks={tasks!r}: a {'recall' if recall else 'text'} checkpoint has the tasks "
+             f"{','.join(known)}")
 
     if recall:  # a model trained on associative recall: nothing else applies
         pair_counts = [p or checkpoint['config']['recall_pairs'] for p in recall_pairs]
         L_list = list(lengths) or [round(m * T) for m in multiples or (1, 2, 4, 8, 16)]
         n_seqs = {L: min(recall_samples, max(1, recall_tokens // L)) for L in L_list}
         bins = [round(i / recall_bins, 3) for i in range(recall_bins)]
-        print(f"{out_dir}: layers {model.config.layer_kinds()}, window {model.config.sliding_window}, "
+        print(f"{out_dir}: layers {model.config.layer_kinds()}, window "
+              f"{model.config.sliding_window}, "
               f"rope_theta {model.config.rope_theta:g}, qk_norm {model.config.qk_norm}, "
-              f"nope_temperature {model.config.nope_temperature:g} (floor {model.config.nope_temperature_floor}); "
-              f"trained at {T} tokens; recall with {', '.join(map(str, pair_counts))} pairs at {L_list}, "
-              f"{', '.join(str(n) for n in n_seqs.values())} sequences", flush=True)
-        results = dict(out_dir=out_dir, block_size=T, lengths=L_list, pairs=pair_counts, samples=n_seqs, seed=seed,
-                       nope_temperature=[model.config.nope_temperature, model.config.nope_temperature_floor],
+              f"nope_temperature {model.config.nope_temperature:g} (floor "
+              f"{model.config.nope_temperature_floor}); "
+              f"trained at {T} tokens; recall with {', '.join(map(str, pair_counts))} pairs at "
+              f"{L_list}, {', '.join(str(n) for n in n_seqs.values())} sequences", flush=True)
+        results = dict(out_dir=out_dir, block_size=T, lengths=L_list, pairs=pair_counts,
+                       samples=n_seqs, seed=seed,
+                       nope_temperature=[model.config.nope_temperature,
+                                         model.config.nope_temperature_floor],
                        recall={}, recall_depth={})
         for pairs in pair_counts:
             scores = {}
             for L in tqdm(L_list, desc=f'recall, {pairs} pairs', disable=None, leave=False):
                 try:
-                    scores[L] = recall_scores(model, L, pairs, n_seqs[L], np.random.default_rng(seed + L), bins)
-                except ValueError as e:  # too many pairs for this length (64 pairs need 386 tokens): the cell is '-'
+                    scores[L] = recall_scores(model, L, pairs, n_seqs[L],
+                                              np.random.default_rng(seed + L), bins)
+                except ValueError as e:  # too many pairs for this length (64 pairs need 386
+                                         # tokens): the cell is '-'
                     scores[L], too_many = None, e
             if not any(scores.values()):
                 fail(f"{too_many}: lower --recall_pairs or raise --lengths")
             results['recall'][pairs] = {L: dict(accuracy=s and s['accuracy'], exact=s and s['exact'])
                                         for L, s in scores.items()}
             results['recall_depth'][pairs] = {L: s['by_depth'] for L, s in scores.items() if s}
-            print(f"\nassociative recall, {pairs} pairs, teacher-forced (rows: context length, x training length; "
-                  f"- = the pairs do not fit)")
+            print(f"\nassociative recall, {pairs} pairs, teacher-forced (rows: context length, x "
+                  f"training length; - = the pairs do not fit)")
             print(f"{'length':>8} {'x':>4} {'accuracy':>9} {'exact':>7}")
             for L, s in scores.items():
-                print(f"{L:>8} {L / T:>4g} " + (f"{s['accuracy']:>9.3f} {s['exact']:>7.3f}" if s else f"{'-':>9} {'-':>7}"))
-            print_grid(f'recall accuracy by depth of the asked pair (0 = start of the haystack), {pairs} pairs',
+                print(f"{L:>8} {L / T:>4g} " + (f"{s['accuracy']:>9.3f} "
+                                                f"{s['exact']:>7.3f}" if s else f"{'-':>9} {'-':>7}"))
+            print_grid(f'recall accuracy by depth of the asked pair (0 = start of the haystack), '
+                       f'{pairs} pairs',
                        results['recall_depth'][pairs])
             print(took(f'recall with {pairs} pairs'))
         path = os.path.join(out_dir, results_file(temperature))
@@ -292,7 +326,8 @@ if __name__ == '__main__':
         print(f"\nwrote {path}")
         path = os.path.join(out_dir, 'recall_depth.png')
         if plots and have_matplotlib(path):
-            plot_heatmap(results['recall_depth'][pair_counts[0]], f"recall accuracy: {model.config.layer_kinds()}",
+            plot_heatmap(results['recall_depth'][pair_counts[0]],
+                         f"recall accuracy: {model.config.layer_kinds()}",
                          path, xlabel='depth of the asked pair')
             print(f"wrote {path}")
         sys.exit(0)
@@ -300,16 +335,20 @@ if __name__ == '__main__':
     dataset = dataset or checkpoint['config'].get('dataset', 'shakespeare')
     enc = get_tokenizer(checkpoint['tokenizer'])
     if not os.path.exists(os.path.join(DATA, dataset, 'meta.json')):
-        fail(f"dataset {dataset!r} not found in {DATA}: run python prepare_data.py (it makes data/shakespeare)")
-    rng = lambda: np.random.default_rng(seed)  # each task its own generator: its prompts do not depend on the others
+        fail(f"dataset {dataset!r} not found in {DATA}: run python prepare_data.py (it makes "
+             f"data/shakespeare)")
+    rng = lambda: np.random.default_rng(seed)  # each task its own generator: its prompts do not
+                                               # depend on the others
     hays = dict(grass=Haystack(enc, enc.encode_ordinary(PASSKEY_FILLER * (max(L_list) // 4 + 100))),
                 text=Haystack(enc, held_out_text(dataset, enc)))
     if len(hays['text'].tokens) <= max(L_list) + 1:
-        fail(f"the held-out text of {dataset!r} holds {len(hays['text'].tokens):,} tokens, fewer than --lengths asks for: lower --lengths")
+        fail(f"the held-out text of {dataset!r} holds {len(hays['text'].tokens):,} tokens, fewer "
+             f"than --lengths asks for: lower --lengths")
     print(f"{out_dir}: layers {model.config.layer_kinds()}, window {model.config.sliding_window}, "
-          f"rope_theta {model.config.rope_theta:g}, qk_norm {model.config.qk_norm}, trained at {T} tokens; "
-          f"evaluating at {L_list}")
-    results = dict(out_dir=out_dir, block_size=T, lengths=L_list, depths=D_list, samples=samples, seed=seed)
+          f"rope_theta {model.config.rope_theta:g}, qk_norm {model.config.qk_norm}, trained at {T} "
+          f"tokens; evaluating at {L_list}")
+    results = dict(out_dir=out_dir, block_size=T, lengths=L_list, depths=D_list, samples=samples,
+                   seed=seed)
 
     if 'passkey' in wanted:
         results['passkey'], results['passkey_gain'] = grid(model, enc, task_passkey, hays, L_list, D_list, samples, rng(),
@@ -317,16 +356,19 @@ if __name__ == '__main__':
         print_grid('passkey retrieval, exact match', results['passkey'])
         print(took('passkey'))
     if 'niah' in wanted:
-        results['niah'], results['niah_gain'] = grid(model, enc, task_niah, hays, L_list, D_list, samples, rng(),
+        results['niah'], results['niah_gain'] = grid(model, enc, task_niah, hays, L_list, D_list,
+                                                     samples, rng(),
                                                      prefill_chunk, gain=gain, desc='niah')
         print_grid('needle in a haystack (held-out text), substring match', results['niah'])
         print(took('niah'))
     if 'heldout' in wanted:
         results['heldout'], results['heldout_gain'] = grid(model, enc, task_heldout, hays, L_list, D_list, samples,
                                                            rng(), prefill_chunk, gain=gain, desc='heldout')
-        print_grid('needle in a format training never uses (held-out text), substring match', results['heldout'])
+        print_grid('needle in a format training never uses (held-out text), substring match',
+                   results['heldout'])
         print(took('heldout'))
-    if 'binding' in wanted:  # needles at random depths: one column per length, one row per number of needles
+    if 'binding' in wanted:  # needles at random depths: one column per length, one row per number
+                             # of needles
         results['binding'], results['binding_samples'] = {}, binding_samples
         for k in binding_needles:
             gen = np.random.default_rng([seed, k])  # each number of needles its own draws
@@ -336,7 +378,8 @@ if __name__ == '__main__':
                 texts, _ = answers(model, enc, [p[0] for p in prompts[L]], 8, prefill_chunk)
                 outcomes = [binding_outcome(t, p[1]) for t, p in zip(texts, prompts[L])]
                 results['binding'][k][L] = {o: outcomes.count(o) / len(outcomes) for o in ('asked', 'other')}
-        print(f"\nbinding: 2 or more needles in one wording (the held-out one, held-out keys), one asked for; "
+        print(f"\nbinding: 2 or more needles in one wording (the held-out one, held-out keys), one "
+              f"asked for; "
               f"the asked needle's value / another needle's, {binding_samples} prompts a cell")
         print(f"{'needles':>8} " + ' '.join(f"{L:>11}" for L in L_list))
         for k, row in results['binding'].items():
@@ -344,21 +387,23 @@ if __name__ == '__main__':
         print(took('binding'))
     for task in ('passkey', 'niah', 'heldout'):
         if results.get(f'{task}_gain'):
-            print_grid(f'{task}: retrieval gain, NLL(another number) - NLL(the needle\'s), nats', results[f'{task}_gain'])
+            print_grid(f'{task}: retrieval gain, NLL(another number) - NLL(the needle\'s), nats',
+                       results[f'{task}_gain'])
     if 'ruler' in wanted:  # needles at random depths: one column per length
         results['ruler'] = {name: {L: row[0.5] for L, row in grid(model, enc, fn, hays, L_list, [0.5], samples, rng(),
                                                                   prefill_chunk, desc=name)[0].items()}
                             for name, fn in RULER_TASKS.items()}
-        print("\nRULER-style tasks, fraction of references found (rows: task; columns: context length; - = does not fit)")
+        print("\nRULER-style tasks, fraction of references found (rows: task; columns: context "
+              "length; - = does not fit)")
         print(f"{'task':>10} " + ' '.join(f"{L:>7}" for L in L_list))
         for name, row in results['ruler'].items():
             print(f"{name:>10} " + ' '.join(cell(row[L], 7) for L in L_list))
         print(took('ruler'))
 
     if 'ppl' in wanted:
-        # Windows of the longest length at random starts in the held-out text: the loss at position p
-        # is the loss with p tokens of context. A causal model's loss at p does not depend on later
-        # tokens, so one pass over the longest length gives every shorter length's mean too.
+        # Windows of the longest length at random starts in the held-out text: the loss at position
+        # p is the loss with p tokens of context. A causal model's loss at p does not depend on
+        # later tokens, so one pass over the longest length gives every shorter length's mean too.
         val, Lmax = hays['text'].tokens, max(L_list)
         x = torch.as_tensor(np.stack([val[s:s + Lmax + 1] for s in rng().integers(0, len(val) - Lmax, ppl_windows)]),
                             device=device)
@@ -369,16 +414,19 @@ if __name__ == '__main__':
                               by_length={L: losses[:L].mean().item() for L in L_list},
                               buckets=[[int(a), int(b), losses[a - 1:b - 1].mean().item()] for a, b in zip(edges, edges[1:])])
         print(f"\nloss by position over {ppl_windows} windows of held-out text (nats/token)")
-        print('   mean over the first L tokens: ' + ', '.join(f"{L}: {v:.3f}" for L, v in results['ppl']['by_length'].items()))
+        print('   mean over the first L tokens: '
+              '' + ', '.join(f"{L}: {v:.3f}" for L, v in results['ppl']['by_length'].items()))
         print('   by position: ' + ', '.join(f"[{a},{b}) {v:.2f}" for a, b, v in results['ppl']['buckets']))
         print(took('ppl'))
     if 'short' in wanted:
         val = hays['text'].tokens
         starts = rng().integers(0, len(val) - T - 1, short_windows)
         x = torch.as_tensor(np.stack([val[s:s + T + 1] for s in starts]), device=device)
-        rows = max(1, 4096 // min(T, prefill_chunk))  # windows per pass: logits of at most 4096 tokens at a time
+        rows = max(1, 4096 // min(T, prefill_chunk))  # windows per pass: logits of at most 4096
+                                                      # tokens at a time
         results['short_val_loss'] = torch.cat([token_losses(model, b, prefill_chunk) for b in x.split(rows)]).mean().item()
-        print(f"\nshort context: validation loss at the training length {T}: {results['short_val_loss']:.4f}")
+        print(f"\nshort context: validation loss at the training length {T}: "
+              f"{results['short_val_loss']:.4f}")
         print(took('short'))
 
     path = os.path.join(out_dir, results_file(temperature))
@@ -388,7 +436,8 @@ if __name__ == '__main__':
             if task in results]
     if plots and pngs and have_matplotlib(' and '.join(pngs)):
         if 'niah' in results:
-            plot_heatmap(results['niah'], f"needle in a haystack: {model.config.layer_kinds()}", pngs[0])
+            plot_heatmap(results['niah'], f"needle in a haystack: {model.config.layer_kinds()}",
+                         pngs[0])
         if 'ppl' in results:
             plot_ppl({model.config.layer_kinds(): results['ppl']['buckets']}, T, pngs[-1])
         print(f"wrote {' and '.join(pngs)}")
