@@ -11,7 +11,8 @@ import re
 
 import numpy as np
 
-from corpus import DATA, HELD_OUT_FORMAT, HELD_OUT_NAMES, KEY_WORDS, NEEDLE_FORMATS, get_tokenizer, token_dtype
+from corpus import (DATA, HELD_OUT_FORMAT, HELD_OUT_NAMES, KEY_WORDS, NEEDLE_FORMATS, get_tokenizer,
+                    token_dtype)
 
 # -----------------------------------------------------------------------------
 # The task generators. Each takes (enc, haystacks, length, depth, rng) and returns the prompt tokens
@@ -21,7 +22,8 @@ from corpus import DATA, HELD_OUT_FORMAT, HELD_OUT_NAMES, KEY_WORDS, NEEDLE_FORM
 
 PASSKEY_INTRO = ("There is an important info hidden inside a lot of irrelevant text. Find it and "
                  "memorize them. I will quiz you about the important information there.\n")
-PASSKEY_FILLER = "The grass is green. The sky is blue. The sun is yellow. Here we go. There and back again. "
+PASSKEY_FILLER = ("The grass is green. The sky is blue. The sun is yellow. Here we go. "
+                  "There and back again. ")
 RULER_INTRO = ("Some special magic numbers are hidden within the following text. "
                "Make sure to memorize it. I will quiz you about the numbers afterwards.\n")
 HELD_OUT_INTRO = ("Some important facts are hidden within the following text. Make sure to "
@@ -35,7 +37,8 @@ class Haystack:
 
     def __init__(self, enc, tokens):
         self.tokens = np.asarray(tokens, dtype=np.int64)
-        ends = np.array([enc.decode_single_token_bytes(t).rstrip().endswith((b'.', b'!', b'?')) for t in range(enc.n_vocab)])
+        ends = np.array([enc.decode_single_token_bytes(t).rstrip().endswith((b'.', b'!', b'?'))
+                         for t in range(enc.n_vocab)])
         self.bounds = np.flatnonzero(ends[self.tokens]) + 1
 
     def fill(self, n, rng):
@@ -54,7 +57,8 @@ def haystack_prompt(enc, hay, length, depths, needles, intro, question, rng):
     if n_fill < 16:
         raise ValueError(f"length {length} is too short for this task's needles and question")
     filler, bounds = hay.fill(n_fill, rng)
-    cuts = [int(bounds[np.abs(bounds - d * n_fill).argmin()]) for d in depths]  # nearest sentence boundary
+    # each needle at the sentence boundary nearest its depth
+    cuts = [int(bounds[np.abs(bounds - d * n_fill).argmin()]) for d in depths]
     out, spans, at = [pre], {}, 0
     for i in sorted(range(len(cuts)), key=lambda i: cuts[i]):
         out.append(filler[at:cuts[i]])
@@ -63,7 +67,8 @@ def haystack_prompt(enc, hay, length, depths, needles, intro, question, rng):
         spans[i] = (start, start + len(needle_toks[i]))
         at = cuts[i]
     out += [filler[at:], post]
-    return np.concatenate([np.asarray(o, dtype=np.int64) for o in out]), [spans[i] for i in range(len(cuts))]
+    tokens = np.concatenate([np.asarray(o, dtype=np.int64) for o in out])
+    return tokens, [spans[i] for i in range(len(cuts))]
 
 
 def random_number(rng):
@@ -125,7 +130,9 @@ def binding_outcome(output, values):
     """'asked' when the output's first number is the asked needle's value (values[0]), 'other' when
     it is another needle's (the key was not matched, the wording was), else 'none'."""
     found = re.findall(r'\d+', output)
-    return 'none' if not found else 'asked' if found[0] == values[0] else 'other' if found[0] in values else 'none'
+    if not found or found[0] not in values:
+        return 'none'
+    return 'asked' if found[0] == values[0] else 'other'
 
 
 def task_single(enc, hays, length, depth, rng):
@@ -156,10 +163,9 @@ def task_multiquery(enc, hays, length, depth, rng):
     """Four needles with different keys; all four asked for in one question."""
     keys, values = random_keys(rng, 4), [random_number(rng) for _ in range(4)]
     needles = [NEEDLE.format(key=k, value=v) for k, v in zip(keys, values)]
-    question = (f"What are all the special magic numbers for {', '.join(keys[:-1])} and {keys[-1]} "
-                f"mentioned in "
-                f"the provided text? The special magic numbers for {', '.join(keys[:-1])} and "
-                f"{keys[-1]} mentioned in the provided text are")
+    named = f"{', '.join(keys[:-1])} and {keys[-1]}"
+    question = (f"What are all the special magic numbers for {named} mentioned in the provided "
+                f"text? The special magic numbers for {named} mentioned in the provided text are")
     tokens, spans = haystack_prompt(enc, hays['text'], length, rng.random(4), needles, RULER_INTRO,
                                     question, rng)
     return tokens, values, spans, 40
@@ -170,15 +176,14 @@ def task_vt(enc, hays, length, depth, rng):
     name every variable that holds the value."""
     names = [''.join(rng.choice(list('ABCDEFGHIJKLMNOPQRSTUVWXYZ'), 5)) for _ in range(5)]
     value = str(rng.integers(10000, 100000))
-    needles = [f"VAR {names[0]} = {value}."] + [f"VAR {b} = VAR {a}." for a, b in zip(names, names[1:])]
+    needles = ([f"VAR {names[0]} = {value}."]
+               + [f"VAR {b} = VAR {a}." for a, b in zip(names, names[1:])])
     question = (f"Find all variables that are assigned the value {value} in the text above. "
-                f"According to the chain "
-                f"of variable assignment in the text above, {len(names)} variables are assigned "
-                f"the value {value}, they are:")
+                f"According to the chain of variable assignment in the text above, {len(names)} "
+                f"variables are assigned the value {value}, they are:")
     intro = "Memorize and track the chain of variable assignment hidden in the following text.\n"
     tokens, spans = haystack_prompt(enc, hays['grass'], length, np.sort(rng.random(len(names))),
-                                    needles,
-                                    intro, question, rng)
+                                    needles, intro, question, rng)
     return tokens, names, spans, 30
 
 
@@ -188,8 +193,8 @@ def task_cwe(enc, hays, length, depth, rng):
     words = list(rng.permutation(WORD_POOL))
     common, rare = words[:10], words[10:]
     intro = enc.encode_ordinary("Below is a numbered list of words. In these words, some appear "
-                                "more often than "
-                                "others. Memorize the ones that appear most often.\n")
+                                "more often than others. Memorize the ones that appear most "
+                                "often.\n")
     question = enc.encode_ordinary("\nWhat are the 10 most common words in the above list? "
                                    "Answer: The top 10 words that appear most often in the list "
                                    "are:")
@@ -197,7 +202,8 @@ def task_cwe(enc, hays, length, depth, rng):
     listing, n = [], 0
     while True:  # rounds of the ten common words and two rare ones, shuffled, until the budget is
                  # spent
-        items = [enc.encode_ordinary(f" {n + i + 1}. {w}") for i, w in enumerate(rng.permutation(common + rare[:2]))]
+        items = [enc.encode_ordinary(f" {n + i + 1}. {w}")
+                 for i, w in enumerate(rng.permutation(common + rare[:2]))]
         rare = rare[2:] + rare[:2]
         if len(listing) + sum(map(len, items)) > budget:
             break
@@ -221,7 +227,8 @@ RULER_TASKS = dict(single=task_single, multikey=task_multikey, multivalue=task_m
 
 
 def score(output, refs, exact=False):
-    """Fraction of the reference strings found in the output. exact: the output's first number must be the one reference."""
+    """Fraction of the reference strings found in the output. exact: the output's first number
+    must be the one reference."""
     if exact:
         found = re.findall(r'\d+', output)
         return float(bool(found) and found[0] == refs[0])
@@ -246,7 +253,8 @@ def held_out_text(dataset, enc):
 
 def draw_heatmap(ax, table, title, xlabel='needle depth', vmin=0, vmax=1, cmap='RdYlGn',
                  fontsize=8):
-    """A {length: {depth: score}} table as a heat map on the matplotlib axis ax, each cell labelled."""
+    """A {length: {depth: score}} table as a heat map on the matplotlib axis ax, each cell
+    labelled."""
     depths, lengths = list(next(iter(table.values()))), list(table)
     ax.imshow([[np.nan if table[L][d] is None else table[L][d] for d in depths] for L in lengths],
               vmin=vmin, vmax=vmax, cmap=cmap, aspect='auto')
@@ -288,5 +296,8 @@ def draw_distance(ax, layers, title, prefix=''):
 
 
 def results_file(temperature=None):
-    """eval_long.json, or with a NoPE temperature (beta, floor) given at evaluation eval_long_temp<beta>_<floor>.json."""
-    return 'eval_long.json' if temperature is None else f"eval_long_temp{temperature[0]:g}_{temperature[1]}.json"
+    """eval_long.json, or with a NoPE temperature (beta, floor) given at evaluation
+    eval_long_temp<beta>_<floor>.json."""
+    if temperature is None:
+        return 'eval_long.json'
+    return f"eval_long_temp{temperature[0]:g}_{temperature[1]}.json"
