@@ -3,29 +3,33 @@ Long-context evaluation of a checkpoint, at context lengths up to and beyond its
 
     python eval_long.py --out_dir=out-hybrid-long
     python eval_long.py --out_dir=out-hybrid-tiny --tasks=passkey,niah --lengths=256,1024,4096
-    python eval_long.py --out_dir=out-recall/rnope_swa-s0     # a model trained with dataset='recall'
+    python eval_long.py --out_dir=out-recall/rnope_swa-s0     # trained with dataset='recall'
 
 Tasks (--tasks, comma-separated):
-  passkey  landmark attention's passkey: a number hidden in repeated filler, greedy decoding, exact match;
-           a grid of lengths x depths (where in the context the needle sits, 0 = start, 1 = end)
-  niah     needle in a haystack of real text: a "special magic number" sentence placed at a sentence
-           boundary of a held-out document, substring match; lengths x depths, drawn as a heat map
-  heldout  niah with a needle and a question in a format that training never uses (other words, and keys
-           that are names; corpus.HELD_OUT_FORMAT): does retrieval generalise beyond the templates?
-  binding  2 or 4 needles in one wording (heldout's), differing only in their keys, and a question for
-           one of them: retrieval by key, not by wording; the share of answers that give the asked value,
-           and of those that give another needle's
-  ruler    RULER-style synthetic tasks: single needle, multi-key (with distractor needles), multi-value,
-           multi-query, variable tracking, common-words extraction; score = fraction of the reference
-           strings found in the output
+  passkey  landmark attention's passkey: a number hidden in repeated filler, greedy decoding,
+           exact match; a grid of lengths x depths (where in the context the needle sits, 0 =
+           start, 1 = end)
+  niah     needle in a haystack of real text: a "special magic number" sentence placed at a
+           sentence boundary of a held-out document, substring match; lengths x depths, drawn as
+           a heat map
+  heldout  niah with a needle and a question in a format that training never uses (other words,
+           and keys that are names; corpus.HELD_OUT_FORMAT): does retrieval generalise beyond the
+           templates?
+  binding  2 or 4 needles in one wording (heldout's), differing only in their keys, and a question
+           for one of them: retrieval by key, not by wording; the share of answers that give the
+           asked value, and of those that give another needle's
+  ruler    RULER-style synthetic tasks: single needle, multi-key (with distractor needles),
+           multi-value, multi-query, variable tracking, common-words extraction; score = fraction
+           of the reference strings found in the output
   ppl      loss by position on held-out documents, up to the longest of --lengths:
            where the model stops extrapolating
-  short    validation loss at the training length: long-context gains must not cost short-context quality
+  short    validation loss at the training length: long-context gains must not cost short-context
+           quality
 
 A checkpoint trained on associative recall (dataset='recall', see corpus.recall_batch) has one task:
-  recall   per-query accuracy (argmax, teacher-forced, one forward pass) and exact match (every query of a
-           sequence right) at 1, 2, 4, 8 and 16 x the training length, and accuracy by the depth of the
-           asked pair in the haystack x length, drawn as a heat map
+  recall   per-query accuracy (argmax, teacher-forced, one forward pass) and exact match (every
+           query of a sequence right) at 1, 2, 4, 8 and 16 x the training length, and accuracy by
+           the depth of the asked pair in the haystack x length, drawn as a heat map
 
 Prints one table per task and writes out_dir/eval_long.json (and PNGs when matplotlib is installed).
 Every text prompt goes through the KV cache with chunked prefill, so a 32k-token evaluation fits in
@@ -154,13 +158,15 @@ def recall_scores(model, length, pairs, samples, rng, depths, batch_tokens=2 ** 
     right, depth = [], []
     for at in range(0, samples, batch):
         x, y, where = recall_batch(rng, min(batch, samples - at), length, pairs)
-        logits = model.lm_head(model.hidden(torch.as_tensor(x, device=model.lm_head.weight.device))[:, asked])
+        x = torch.as_tensor(x, device=model.lm_head.weight.device)
+        logits = model.lm_head(model.hidden(x)[:, asked])
         right.append(logits.argmax(-1).cpu().numpy() == y[:, asked.numpy()])
         depth.append((where - 1) / max(1, H - 2))
     right, depth = np.concatenate(right), np.concatenate(depth)
     bins = np.searchsorted(depths, depth, side='right') - 1
     return dict(accuracy=float(right.mean()), exact=float(right.all(1).mean()),
-                by_depth={d: float(right[bins == i].mean()) if (bins == i).any() else None for i, d in enumerate(depths)})
+                by_depth={d: float(right[bins == i].mean()) if (bins == i).any() else None
+                          for i, d in enumerate(depths)})
 
 
 def mean(values):
@@ -177,7 +183,8 @@ def print_grid(title, table):
     print(f"\n{title} (rows: context length; columns: needle depth)")
     print(f"{'length':>8} " + ' '.join(f"{d:>6}" for d in depths) + '    mean')
     for L, row in table.items():
-        print(f"{L:>8} " + ' '.join(cell(row[d], 6) for d in depths) + '  ' + cell(mean(row.values()), 6))
+        cells = ' '.join(cell(row[d], 6) for d in depths)
+        print(f"{L:>8} {cells}  {cell(mean(row.values()), 6)}")
 
 
 def plot_heatmap(table, title, path, xlabel='needle depth'):
@@ -268,13 +275,13 @@ if __name__ == '__main__':
     os.makedirs(out_dir, exist_ok=True)
     temperature = None  # the model's own; or (beta, floor) given at evaluation
     if nope_temperature is not None or nope_temperature_floor is not None:
-        temperature = (model.config.nope_temperature if nope_temperature is None else nope_temperature,
-                       nope_temperature_floor or model.config.nope_temperature_floor)
+        beta = model.config.nope_temperature if nope_temperature is None else nope_temperature
+        temperature = (beta, nope_temperature_floor or model.config.nope_temperature_floor)
         model = with_nope_temperature(model, *temperature)
     T = checkpoint['model_args']['block_size']
     recall = checkpoint['config'].get('dataset') == 'recall'
-    known = ['recall'] if recall else ['passkey', 'niah', 'heldout', 'binding', 'ruler', 'ppl',
-                                       'short']
+    known = (['recall'] if recall
+             else ['passkey', 'niah', 'heldout', 'binding', 'ruler', 'ppl', 'short'])
     wanted = [t for t in tasks.split(',') if t] or known
     if set(wanted) - set(known):
         fail(f"tasks={tasks!r}: a {'recall' if recall else 'text'} checkpoint has the tasks "
@@ -303,23 +310,21 @@ if __name__ == '__main__':
                 try:
                     scores[L] = recall_scores(model, L, pairs, n_seqs[L],
                                               np.random.default_rng(seed + L), bins)
-                except ValueError as e:  # too many pairs for this length (64 pairs need 386
-                                         # tokens): the cell is '-'
+                except ValueError as e:  # too many pairs for this length: the cell is '-'
                     scores[L], too_many = None, e
             if not any(scores.values()):
                 fail(f"{too_many}: lower --recall_pairs or raise --lengths")
-            results['recall'][pairs] = {L: dict(accuracy=s and s['accuracy'], exact=s and s['exact'])
-                                        for L, s in scores.items()}
+            results['recall'][pairs] = {L: dict(accuracy=s and s['accuracy'],
+                                                exact=s and s['exact']) for L, s in scores.items()}
             results['recall_depth'][pairs] = {L: s['by_depth'] for L, s in scores.items() if s}
             print(f"\nassociative recall, {pairs} pairs, teacher-forced (rows: context length, x "
                   f"training length; - = the pairs do not fit)")
             print(f"{'length':>8} {'x':>4} {'accuracy':>9} {'exact':>7}")
             for L, s in scores.items():
-                print(f"{L:>8} {L / T:>4g} " + (f"{s['accuracy']:>9.3f} "
-                                                f"{s['exact']:>7.3f}" if s else f"{'-':>9} {'-':>7}"))
+                shown = f"{s['accuracy']:>9.3f} {s['exact']:>7.3f}" if s else f"{'-':>9} {'-':>7}"
+                print(f"{L:>8} {L / T:>4g} {shown}")
             print_grid(f'recall accuracy by depth of the asked pair (0 = start of the haystack), '
-                       f'{pairs} pairs',
-                       results['recall_depth'][pairs])
+                       f'{pairs} pairs', results['recall_depth'][pairs])
             print(took(f'recall with {pairs} pairs'))
         path = os.path.join(out_dir, results_file(temperature))
         write_atomic(path, lambda tmp: json.dump(results, open(tmp, 'w'), indent=1))
@@ -331,16 +336,17 @@ if __name__ == '__main__':
                          path, xlabel='depth of the asked pair')
             print(f"wrote {path}")
         sys.exit(0)
-    L_list, D_list = list(lengths) or [round(m * T) for m in multiples or (0.5, 1, 2, 4)], list(depths)
+    L_list = list(lengths) or [round(m * T) for m in multiples or (0.5, 1, 2, 4)]
+    D_list = list(depths)
     dataset = dataset or checkpoint['config'].get('dataset', 'shakespeare')
     enc = get_tokenizer(checkpoint['tokenizer'])
     if not os.path.exists(os.path.join(DATA, dataset, 'meta.json')):
         fail(f"dataset {dataset!r} not found in {DATA}: run python prepare_data.py (it makes "
              f"data/shakespeare)")
-    rng = lambda: np.random.default_rng(seed)  # each task its own generator: its prompts do not
-                                               # depend on the others
-    hays = dict(grass=Haystack(enc, enc.encode_ordinary(PASSKEY_FILLER * (max(L_list) // 4 + 100))),
-                text=Haystack(enc, held_out_text(dataset, enc)))
+    # each task its own generator: its prompts do not depend on the others
+    rng = lambda: np.random.default_rng(seed)
+    grass = enc.encode_ordinary(PASSKEY_FILLER * (max(L_list) // 4 + 100))
+    hays = dict(grass=Haystack(enc, grass), text=Haystack(enc, held_out_text(dataset, enc)))
     if len(hays['text'].tokens) <= max(L_list) + 1:
         fail(f"the held-out text of {dataset!r} holds {len(hays['text'].tokens):,} tokens, fewer "
              f"than --lengths asks for: lower --lengths")
@@ -351,48 +357,55 @@ if __name__ == '__main__':
                    seed=seed)
 
     if 'passkey' in wanted:
-        results['passkey'], results['passkey_gain'] = grid(model, enc, task_passkey, hays, L_list, D_list, samples, rng(),
-                                                           prefill_chunk, exact=True, gain=gain, desc='passkey')
+        results['passkey'], results['passkey_gain'] = grid(
+            model, enc, task_passkey, hays, L_list, D_list, samples, rng(), prefill_chunk,
+            exact=True, gain=gain, desc='passkey')
         print_grid('passkey retrieval, exact match', results['passkey'])
         print(took('passkey'))
     if 'niah' in wanted:
-        results['niah'], results['niah_gain'] = grid(model, enc, task_niah, hays, L_list, D_list,
-                                                     samples, rng(),
-                                                     prefill_chunk, gain=gain, desc='niah')
+        results['niah'], results['niah_gain'] = grid(
+            model, enc, task_niah, hays, L_list, D_list, samples, rng(), prefill_chunk, gain=gain,
+            desc='niah')
         print_grid('needle in a haystack (held-out text), substring match', results['niah'])
         print(took('niah'))
     if 'heldout' in wanted:
-        results['heldout'], results['heldout_gain'] = grid(model, enc, task_heldout, hays, L_list, D_list, samples,
-                                                           rng(), prefill_chunk, gain=gain, desc='heldout')
+        results['heldout'], results['heldout_gain'] = grid(
+            model, enc, task_heldout, hays, L_list, D_list, samples, rng(), prefill_chunk,
+            gain=gain, desc='heldout')
         print_grid('needle in a format training never uses (held-out text), substring match',
                    results['heldout'])
         print(took('heldout'))
-    if 'binding' in wanted:  # needles at random depths: one column per length, one row per number
-                             # of needles
+    # binding: needles at random depths; one column per length, one row per number of needles
+    if 'binding' in wanted:
         results['binding'], results['binding_samples'] = {}, binding_samples
         for k in binding_needles:
             gen = np.random.default_rng([seed, k])  # each number of needles its own draws
-            prompts = {L: [binding_prompt(enc, hays, L, k, gen) for _ in range(binding_samples)] for L in L_list}
+            prompts = {L: [binding_prompt(enc, hays, L, k, gen) for _ in range(binding_samples)]
+                       for L in L_list}
             results['binding'][k] = {}
             for L in tqdm(L_list, desc=f'binding, {k} needles', disable=None, leave=False):
                 texts, _ = answers(model, enc, [p[0] for p in prompts[L]], 8, prefill_chunk)
                 outcomes = [binding_outcome(t, p[1]) for t, p in zip(texts, prompts[L])]
-                results['binding'][k][L] = {o: outcomes.count(o) / len(outcomes) for o in ('asked', 'other')}
+                results['binding'][k][L] = {o: outcomes.count(o) / len(outcomes)
+                                            for o in ('asked', 'other')}
         print(f"\nbinding: 2 or more needles in one wording (the held-out one, held-out keys), one "
-              f"asked for; "
-              f"the asked needle's value / another needle's, {binding_samples} prompts a cell")
+              f"asked for; the asked needle's value / another needle's, {binding_samples} "
+              f"prompts a cell")
         print(f"{'needles':>8} " + ' '.join(f"{L:>11}" for L in L_list))
         for k, row in results['binding'].items():
-            print(f"{k:>8} " + ' '.join(f"{row[L]['asked']:>6.2f}/{row[L]['other']:.2f}" for L in L_list))
+            cells = ' '.join(f"{row[L]['asked']:>6.2f}/{row[L]['other']:.2f}" for L in L_list)
+            print(f"{k:>8} {cells}")
         print(took('binding'))
     for task in ('passkey', 'niah', 'heldout'):
         if results.get(f'{task}_gain'):
             print_grid(f'{task}: retrieval gain, NLL(another number) - NLL(the needle\'s), nats',
                        results[f'{task}_gain'])
     if 'ruler' in wanted:  # needles at random depths: one column per length
-        results['ruler'] = {name: {L: row[0.5] for L, row in grid(model, enc, fn, hays, L_list, [0.5], samples, rng(),
-                                                                  prefill_chunk, desc=name)[0].items()}
-                            for name, fn in RULER_TASKS.items()}
+        results['ruler'] = {}
+        for name, fn in RULER_TASKS.items():
+            table = grid(model, enc, fn, hays, L_list, [0.5], samples, rng(), prefill_chunk,
+                         desc=name)[0]
+            results['ruler'][name] = {L: row[0.5] for L, row in table.items()}
         print("\nRULER-style tasks, fraction of references found (rows: task; columns: context "
               "length; - = does not fit)")
         print(f"{'task':>10} " + ' '.join(f"{L:>7}" for L in L_list))
@@ -405,26 +418,28 @@ if __name__ == '__main__':
         # p is the loss with p tokens of context. A causal model's loss at p does not depend on
         # later tokens, so one pass over the longest length gives every shorter length's mean too.
         val, Lmax = hays['text'].tokens, max(L_list)
-        x = torch.as_tensor(np.stack([val[s:s + Lmax + 1] for s in rng().integers(0, len(val) - Lmax, ppl_windows)]),
-                            device=device)
+        starts = rng().integers(0, len(val) - Lmax, ppl_windows)
+        x = torch.as_tensor(np.stack([val[s:s + Lmax + 1] for s in starts]), device=device)
         losses = torch.cat([token_losses(model, row[None], prefill_chunk)
                             for row in tqdm(x, desc='ppl', disable=None, leave=False)]).mean(0)
         edges = np.unique(np.geomspace(1, Lmax, ppl_buckets + 1).astype(int))
         results['ppl'] = dict(windows=ppl_windows,
                               by_length={L: losses[:L].mean().item() for L in L_list},
-                              buckets=[[int(a), int(b), losses[a - 1:b - 1].mean().item()] for a, b in zip(edges, edges[1:])])
+                              buckets=[[int(a), int(b), losses[a - 1:b - 1].mean().item()]
+                                       for a, b in zip(edges, edges[1:])])
         print(f"\nloss by position over {ppl_windows} windows of held-out text (nats/token)")
         print('   mean over the first L tokens: '
-              '' + ', '.join(f"{L}: {v:.3f}" for L, v in results['ppl']['by_length'].items()))
-        print('   by position: ' + ', '.join(f"[{a},{b}) {v:.2f}" for a, b, v in results['ppl']['buckets']))
+              + ', '.join(f"{L}: {v:.3f}" for L, v in results['ppl']['by_length'].items()))
+        print('   by position: '
+              + ', '.join(f"[{a},{b}) {v:.2f}" for a, b, v in results['ppl']['buckets']))
         print(took('ppl'))
     if 'short' in wanted:
         val = hays['text'].tokens
         starts = rng().integers(0, len(val) - T - 1, short_windows)
         x = torch.as_tensor(np.stack([val[s:s + T + 1] for s in starts]), device=device)
-        rows = max(1, 4096 // min(T, prefill_chunk))  # windows per pass: logits of at most 4096
-                                                      # tokens at a time
-        results['short_val_loss'] = torch.cat([token_losses(model, b, prefill_chunk) for b in x.split(rows)]).mean().item()
+        rows = max(1, 4096 // min(T, prefill_chunk))  # windows per pass: logits of <= 4096 tokens
+        results['short_val_loss'] = torch.cat([token_losses(model, b, prefill_chunk)
+                                               for b in x.split(rows)]).mean().item()
         print(f"\nshort context: validation loss at the training length {T}: "
               f"{results['short_val_loss']:.4f}")
         print(took('short'))
@@ -432,7 +447,8 @@ if __name__ == '__main__':
     path = os.path.join(out_dir, results_file(temperature))
     write_atomic(path, lambda tmp: json.dump(results, open(tmp, 'w'), indent=1))
     print(f"\nwrote {path}")
-    pngs = [os.path.join(out_dir, png) for task, png in (('niah', 'niah.png'), ('ppl', 'ppl_by_position.png'))
+    pngs = [os.path.join(out_dir, png)
+            for task, png in (('niah', 'niah.png'), ('ppl', 'ppl_by_position.png'))
             if task in results]
     if plots and pngs and have_matplotlib(' and '.join(pngs)):
         if 'niah' in results:
