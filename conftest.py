@@ -32,6 +32,12 @@ def run(script, *args, ok=True, env=None):
     return p
 
 
+def one_line_error(p, code=2):
+    """Whether a script stopped as bad input should: exit code `code`, one line on stderr, no
+    traceback."""
+    return p.returncode == code and 'Traceback' not in p.stderr and p.stderr.count('\n') == 1
+
+
 @pytest.fixture(scope='session')
 def dataset():
     """Six plays, cut to their first 20k characters, as data/_pytest_slice."""

@@ -25,8 +25,8 @@ TEXT = builtin_corpus()[0][1][:3000] + "\n\n  12345 3.14159  naïve café 日本
 
 @functools.cache
 def trained_tokenizer():
-    """A byte-level BPE of 512 tokens trained on two plays, as JSON: a tokenizer unlike GPT-2's, as an
-    imported model brings its own."""
+    """A byte-level BPE of 512 tokens trained on two plays, as JSON: a tokenizer unlike GPT-2's, as
+    an imported model brings its own."""
     tok = tokenizers.Tokenizer(tokenizers.models.BPE())
     tok.pre_tokenizer = tokenizers.pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = tokenizers.decoders.ByteLevel()

@@ -16,10 +16,12 @@ import kernels
 from common import flops_per_token
 from configurator import configure, read_config
 from kernels import ChunkedCrossEntropy, compiled_decode_step, mm_as_reduction, sliding_window_flex
-from model import GPT, GPTConfig, KVCache, attend, reference_attention, sliding_window_blocked, visible
+from model import (GPT, GPTConfig, KVCache, attend, reference_attention, sliding_window_blocked,
+                   visible)
 from conftest import HERE, script_settings
 
-pytestmark = pytest.mark.filterwarnings('ignore:flex_attention called without torch.compile')  # eager on CPU
+pytestmark = pytest.mark.filterwarnings('ignore:flex_attention called without '
+                                        'torch.compile')  # eager on CPU
 
 V = 97  # a small vocabulary keeps the tests fast
 
@@ -52,7 +54,8 @@ def tokens(T, seed=1, B=2):
 def test_model_matches_reference_outputs_and_gradients(pattern, qk_norm):
     model = make(pattern, qk_norm=qk_norm).train()
     ref = with_reference(model).train()
-    idx, targets = tokens(45), tokens(45, seed=2)  # 45 > block_size and not a multiple of the window (8)
+    # 45 > block_size and not a multiple of the window (8)
+    idx, targets = tokens(45), tokens(45, seed=2)
     torch.testing.assert_close(model(idx)[0], ref(idx)[0], atol=1e-5, rtol=1e-5)
     loss, ref_loss = model(idx, targets)[1], ref(idx, targets)[1]
     torch.testing.assert_close(loss, ref_loss, atol=1e-5, rtol=1e-5)
@@ -78,7 +81,8 @@ def test_blocked_and_flex_sliding_window_match_reference(T, window):
     blocked_grads = torch.autograd.grad(blocked, (q, k, v), g)
     for a, b in zip(blocked_grads, ref_grads):
         torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
-    with torch.no_grad():  # FlexAttention (the CUDA path) has no CPU backward; its mask is checked forward
+    # FlexAttention (the CUDA path) has no CPU backward; its mask is checked forward
+    with torch.no_grad():
         flex = sliding_window_flex(q.detach(), k.detach(), v.detach(), window)
         torch.testing.assert_close(flex, ref, atol=1e-5, rtol=1e-5)
 
@@ -102,8 +106,8 @@ def test_cached_chunks_match_reference():
 
 
 def test_an_undersized_cache_is_refused():
-    """A full-attention cache (or a window cache smaller than its window) that would wrap is refused,
-    rather than silently turned into a sliding window."""
+    """A full-attention cache (or a window cache smaller than its window) that would wrap is
+    refused, rather than silently turned into a sliding window."""
     k = torch.randn(1, 2, 5, 8)
     for window, cap in [(None, 4), (8, 4)]:
         cache = KVCache(1, 2, 8, cap, torch.float32, 'cpu', window)
@@ -112,7 +116,8 @@ def test_an_undersized_cache_is_refused():
     model = make('SSSN')
     with pytest.raises(ValueError, match='cannot hold'):
         next(model.stream(tokens(10, B=1), 5, cache=model.new_cache(1, 12, torch.float32, 'cpu')))
-    assert len(list(model.stream(tokens(10, B=1), 3, cache=model.new_cache(1, 12, torch.float32, 'cpu')))) == 3
+    assert len(list(model.stream(tokens(10, B=1), 3,
+                                 cache=model.new_cache(1, 12, torch.float32, 'cpu')))) == 3
 
 
 # --- positional properties -----------------------------------------------------
@@ -127,7 +132,8 @@ def test_causal(pattern):
     a, _ = model(idx)
     b, _ = model(changed)
     torch.testing.assert_close(a[:, :t + 1], b[:, :t + 1], atol=1e-6, rtol=0)
-    assert (a[:, t + 1:] - b[:, t + 1:]).abs().max() > 1e-4  # the change is visible where it should be
+    # the change is visible where it should be
+    assert (a[:, t + 1:] - b[:, t + 1:]).abs().max() > 1e-4
 
 
 @pytest.mark.parametrize('attention', ['auto', 'reference'])
@@ -166,11 +172,15 @@ def test_rope_scores_depend_only_on_relative_position():
 
     def scores(q0, k0):
         """q at positions q0..q0+9, k at k0..k0+9: rotated scores (1, 4, 10, 10)."""
-        return apply_rope(q, *model.rope(q0, 10, x.device)) @ apply_rope(k, *model.rope(k0, 10, x.device)).transpose(-2, -1)
+        qr = apply_rope(q, *model.rope(q0, 10, x.device))
+        return qr @ apply_rope(k, *model.rope(k0, 10, x.device)).transpose(-2, -1)
 
-    torch.testing.assert_close(scores(0, 0), scores(1000, 1000), atol=1e-4, rtol=1e-4)  # both moved: the same
-    torch.testing.assert_close(scores(5, 0), scores(1005, 1000), atol=1e-4, rtol=1e-4)  # same offset: the same
-    assert (scores(5, 0) - scores(0, 0)).abs().max() > 1e-2                            # another offset: changed
+    # both moved: the same
+    torch.testing.assert_close(scores(0, 0), scores(1000, 1000), atol=1e-4, rtol=1e-4)
+    # same offset: the same
+    torch.testing.assert_close(scores(5, 0), scores(1005, 1000), atol=1e-4, rtol=1e-4)
+    # another offset: changed
+    assert (scores(5, 0) - scores(0, 0)).abs().max() > 1e-2
 
 
 @pytest.mark.parametrize('qk_norm', [True, False])
@@ -226,7 +236,8 @@ def test_cached_hidden_states_equal_full_forward(pattern):
     torch.testing.assert_close(torch.cat(parts, 1), model.hidden(idx), atol=1e-5, rtol=1e-5)
 
 
-@pytest.mark.parametrize('pattern,chunk', [('SSSN', 5), ('SSSN', 1024), ('R', 7), ('N', 3), ('RRRN', 16)])
+@pytest.mark.parametrize('pattern,chunk',
+                         [('SSSN', 5), ('SSSN', 1024), ('R', 7), ('N', 3), ('RRRN', 16)])
 def test_cached_generate_equals_recomputation(pattern, chunk):
     model = make(pattern, qk_norm=pattern == 'RRRN')
     prompt = tokens(19)  # longer than the window (8)
@@ -261,17 +272,20 @@ def test_flops_count_visible_pairs_and_gqa():
     model = make('SSSN')
     cfg, T = model.config, 45
     pos = torch.arange(T)
-    pairs = sum(int(visible(pos, pos, cfg.sliding_window if k == 'S' else None).sum()) for k in cfg.layer_kinds())
+    pairs = sum(int(visible(pos, pos, cfg.sliding_window if k == 'S' else None).sum())
+                for k in cfg.layer_kinds())
     hd = cfg.n_embd // cfg.n_head
     N = sum(p.numel() for p in model.parameters() if p.dim() == 2)
     assert flops_per_token(model, T) == pytest.approx(6 * N + 12 * cfg.n_head * hd * pairs / T)
-    assert flops_per_token(make('SSSN', n_kv_head=1), T) < flops_per_token(model, T)  # fewer k/v weights
+    # fewer k/v weights
+    assert flops_per_token(make('SSSN', n_kv_head=1), T) < flops_per_token(model, T)
     assert flops_per_token(make('R'), T) > flops_per_token(model, T)                  # no windows
 
 
 def test_config_files_are_train_settings_and_build_models():
-    """Every config/*.py (found beside this file, whatever the working directory) holds only settings that
-    train.py knows, within their ranges (configure() exits on anything else), and builds a model."""
+    """Every config/*.py (found beside this file, whatever the working directory) holds only
+    settings that train.py knows, within their ranges (configure() exits on anything else), and
+    builds a model."""
     paths = sorted(glob.glob(os.path.join(HERE, 'config', '*.py')))
     assert len(paths) >= 10
     for path in paths:
@@ -282,9 +296,11 @@ def test_config_files_are_train_settings_and_build_models():
 def test_a_config_overlay_changes_only_what_it_sets(tmp_path):
     (tmp_path / 'base.py').write_text("n_layer = 8\nlearning_rate = 2e-3\nlayer_pattern = 'SSSN'\n")
     (tmp_path / 'variant.py').write_text("include('base.py')\nlayer_pattern = 'R'\n")
-    assert read_config(str(tmp_path / 'variant.py')) == dict(n_layer=8, learning_rate=2e-3, layer_pattern='R')
-    assert read_config(os.path.join(HERE, 'config', 'rope.py')) == dict(
-        read_config(os.path.join(HERE, 'config', 'hybrid_long.py')), out_dir='out-rope', layer_pattern='R')
+    assert read_config(str(tmp_path / 'variant.py')) == dict(n_layer=8, learning_rate=2e-3,
+                                                            layer_pattern='R')
+    main = read_config(os.path.join(HERE, 'config', 'hybrid_long.py'))
+    assert read_config(os.path.join(HERE, 'config', 'rope.py')) == dict(main, out_dir='out-rope',
+                                                                        layer_pattern='R')
     (tmp_path / 'typo.py').write_text("include('base.py')\nlayer_patern = 'R'\n")
     with pytest.raises(SystemExit):
         configure(settings(), [str(tmp_path / 'typo.py')])
@@ -292,24 +308,26 @@ def test_a_config_overlay_changes_only_what_it_sets(tmp_path):
 
 @pytest.mark.parametrize('scale', [1.0, 4.0])
 def test_the_embedding_learns_at_its_own_rate(scale):
-    """One AdamW step with embedding_lr_scale = s: the embedding's update is s times the update at one rate, its decay
-    per step stays what it was, and every other parameter steps exactly as at one rate. A parameter in no group, or in
-    two, would fail here too (the counts)."""
+    """One AdamW step with embedding_lr_scale = s: the embedding's update is s times the update at
+    one rate, its decay per step stays what it was, and every other parameter steps exactly as at
+    one rate. A parameter in no group, or in two, would fail here too (the counts)."""
     lr, wd, x = 1e-2, 0.1, tokens(16)
     steps = []
     for s in (1.0, scale):
         model = make().train()
         before = {n: p.detach().clone() for n, p in model.named_parameters()}
         opt = model.configure_optimizers(wd, lr, (0.9, 0.95), 'cpu', embedding_lr_scale=s)
-        assert sorted(id(p) for g in opt.param_groups for p in g['params']) == sorted(map(id, model.parameters()))
+        grouped = sorted(id(p) for g in opt.param_groups for p in g['params'])
+        assert grouped == sorted(map(id, model.parameters()))
         model(x, x)[1].backward()
         opt.step()
         steps.append({n: p.detach() - before[n] for n, p in model.named_parameters()})
     emb = 'transformer.wte.weight'
     w0 = make().transformer.wte.weight.detach()
-    decay = -lr * wd * w0  # AdamW's decoupled decay, lr x weight_decay per step, the same at any scale
+    decay = -lr * wd * w0  # AdamW's decoupled decay, lr x weight_decay per step, at any scale
     torch.testing.assert_close(steps[1][emb] - decay, scale * (steps[0][emb] - decay))
-    assert (steps[0][emb] - decay).abs().max() > 1e-3  # the update itself is not negligible beside the decay
+    # the update itself is not negligible beside the decay
+    assert (steps[0][emb] - decay).abs().max() > 1e-3
     for name in steps[0]:
         if name != emb:
             torch.testing.assert_close(steps[1][name], steps[0][name], rtol=0, atol=0)
@@ -325,8 +343,10 @@ def test_configurator_applies_files_and_overrides_in_order(tmp_path):
     cfg = tmp_path / 'c.py'
     cfg.write_text("n_layer = 8\nlayer_pattern = 'R' * 2\n")
     s = settings()
-    final = configure(s, [str(cfg), '--learning_rate=3', '--layer_pattern=SN', '--compile=True', '--n_kv_head=2'])
-    assert s == final == dict(n_layer=8, learning_rate=3.0, layer_pattern='SN', compile=True, n_kv_head=2)
+    final = configure(s, [str(cfg), '--learning_rate=3', '--layer_pattern=SN', '--compile=True',
+                          '--n_kv_head=2'])
+    assert s == final == dict(n_layer=8, learning_rate=3.0, layer_pattern='SN', compile=True,
+                              n_kv_head=2)
     assert type(s['learning_rate']) is float
 
 
@@ -335,8 +355,8 @@ def test_configurator_applies_files_and_overrides_in_order(tmp_path):
     (['--n_layer=three'], ['n_layer', 'expects int', "'three'"]),
     (['--compile=yes'], ['compile', 'expects bool']),
     (['--n_layer'], ['--n_layer=VALUE']),
-    ([os.path.join(HERE, 'config', 'hybrid_lnog.py')], ["hybrid_lnog.py' not found", "did you mean", "hybrid_long.py'"]),
-])
+    ([os.path.join(HERE, 'config', 'hybrid_lnog.py')],
+     ["hybrid_lnog.py' not found", "did you mean", "hybrid_long.py'"]), ])
 def test_configurator_rejects_bad_input_in_one_line(argv, words, capsys):
     with pytest.raises(SystemExit) as exit:
         configure(settings(), argv)
@@ -359,8 +379,9 @@ def test_configurator_rejects_unknown_key_in_config_file(tmp_path, capsys):
 # --- the length-dependent NoPE temperature -----------------------------------------
 
 def test_nope_temperature_matches_reference_in_every_path():
-    """On: the fast paths (SDPA, blocked window, cached decoding) equal the reference path, and an 'N' layer
-    computes exactly softmax((s(p) q) k^T / sqrt(hd)) v with s(p) = 1 + beta * log(floor((p + 1) / floor) + 1)."""
+    """On: the fast paths (SDPA, blocked window, cached decoding) equal the reference path, and an
+    'N' layer computes exactly softmax((s(p) q) k^T / sqrt(hd)) v with s(p) = 1 + beta *
+    log(floor((p + 1) / floor) + 1)."""
     model = make('SSSN', nope_temperature=0.5, nope_temperature_floor=4).train()
     ref = with_reference(model).train()
     idx, targets = tokens(45), tokens(45, seed=2)
@@ -372,7 +393,8 @@ def test_nope_temperature_matches_reference_in_every_path():
         torch.testing.assert_close(p.grad, q.grad, atol=1e-5, rtol=1e-4, msg=name)
     model.eval()
     assert torch.equal(model.generate(tokens(19), 30, temperature=0, prefill_chunk=5),
-                       greedy_by_recomputation(model, tokens(19), 30))  # the cached path, past block_size
+                       # the cached path, past block_size
+                       greedy_by_recomputation(model, tokens(19), 30))
     attn = model.transformer.h[3].attn  # the 'N' layer, by hand
     x, pos = torch.randn(2, 45, 32), torch.arange(45)
     q, k, v = attn.q_proj(x), attn.k_proj(x), attn.v_proj(x)
@@ -387,7 +409,8 @@ def test_nope_temperature_off_is_the_identity_and_on_touches_only_nope_layers():
     idx = tokens(40)
     for pattern in ('SSSN', 'N', 'S', 'R'):
         plain = make(pattern)(idx)[0]
-        assert torch.equal(make(pattern, nope_temperature=0.0, nope_temperature_floor=4)(idx)[0], plain)
+        off = make(pattern, nope_temperature=0.0, nope_temperature_floor=4)
+        assert torch.equal(off(idx)[0], plain)
         hot = make(pattern, nope_temperature=0.5, nope_temperature_floor=4)(idx)[0]
         if 'N' in pattern:
             assert (hot - plain).abs().max() > 1e-3
@@ -399,9 +422,9 @@ def test_nope_temperature_off_is_the_identity_and_on_touches_only_nope_layers():
 
 @pytest.mark.parametrize('scored', ['all but 7', 'answers only'])
 def test_chunked_loss_and_gradients_equal_the_plain_ones(scored, monkeypatch):
-    """Ignored targets (-1) are left out, as F.cross_entropy's ignore_index does; with only a few rows scored
-    (a retrieval sequence's answers) the output layer is computed for those rows alone, with the same loss
-    and gradients."""
+    """Ignored targets (-1) are left out, as F.cross_entropy's ignore_index does; with only a few
+    rows scored (a retrieval sequence's answers) the output layer is computed for those rows alone,
+    with the same loss and gradients."""
     monkeypatch.setattr(kernels, 'LOSS_CHUNK', V * 16)  # 16 tokens per chunk: 6 chunks of 90 tokens
     model = make('SSSN').train()
     idx, targets = tokens(45), tokens(45, seed=2)
@@ -409,28 +432,32 @@ def test_chunked_loss_and_gradients_equal_the_plain_ones(scored, monkeypatch):
         targets[0, :7] = -1
     else:
         keep = torch.zeros_like(targets, dtype=torch.bool)
-        keep[0, [3, 4, 40]], keep[1, [15, 16, 17, 44]] = True, True  # 7 rows, across chunk boundaries
+        # 7 rows, across chunk boundaries
+        keep[0, [3, 4, 40]], keep[1, [15, 16, 17, 44]] = True, True
         targets[~keep] = -1
         h = model.hidden(idx).flatten(0, 1).detach()
         with FlopCounterMode(display=False) as flops:
             ChunkedCrossEntropy.apply(h, model.lm_head.weight.detach(), targets.flatten())
-        assert flops.get_total_flops() == 2 * 7 * V * h.size(1)  # the logits of the 7 scored rows, no others
+        # the logits of the 7 scored rows, no others
+        assert flops.get_total_flops() == 2 * 7 * V * h.size(1)
     loss = model(idx, targets)[1]
     grads = torch.autograd.grad(loss, list(model.parameters()))
     logits = model(idx)[0]
-    plain = torch.nn.functional.cross_entropy(logits.flatten(0, 1), targets.flatten(), ignore_index=-1)
+    plain = torch.nn.functional.cross_entropy(logits.flatten(0, 1), targets.flatten(),
+                                              ignore_index=-1)
     torch.testing.assert_close(loss, plain, atol=1e-6, rtol=1e-6)
     for g, p in zip(grads, torch.autograd.grad(plain, list(model.parameters()))):
         torch.testing.assert_close(g, p, atol=1e-6, rtol=1e-5)
 
 
 def test_chunked_loss_is_exact_when_the_target_probability_underflows(monkeypatch):
-    """The chunked loss takes logsumexp from the largest probability (>= 1/V), never from the target's,
-    so logits hundreds apart still give the exact, finite loss."""
+    """The chunked loss takes logsumexp from the largest probability (>= 1/V), never from the
+    target's, so logits hundreds apart still give the exact, finite loss."""
     monkeypatch.setattr(kernels, 'LOSS_CHUNK', 64 * 4)  # 4 rows per chunk: 3 chunks
     torch.manual_seed(0)
     h, w, t = torch.randn(10, 8) * 30, torch.randn(64, 8) * 3, torch.randint(0, 64, (10,))
-    assert (torch.softmax(h @ w.t(), -1)[torch.arange(10), t] == 0).any()  # -log p(target) would be inf
+    # -log p(target) would be inf
+    assert (torch.softmax(h @ w.t(), -1)[torch.arange(10), t] == 0).any()
     loss = ChunkedCrossEntropy.apply(h, w, t)
     exact = torch.nn.functional.cross_entropy(h.double() @ w.double().t(), t)
     assert exact > 100
@@ -438,7 +465,8 @@ def test_chunked_loss_is_exact_when_the_target_probability_underflows(monkeypatc
 
 
 def test_chunked_loss_under_bfloat16_autocast(monkeypatch):
-    """The GPU training path: matmuls in bfloat16, sums and gradients in float32, close to the float32 loss."""
+    """The GPU training path: matmuls in bfloat16, sums and gradients in float32, close to the
+    float32 loss."""
     monkeypatch.setattr(kernels, 'LOSS_CHUNK', 64 * 16)  # 16 rows per chunk: 4 chunks
     torch.manual_seed(0)
     h, w = torch.randn(50, 16, requires_grad=True), torch.randn(64, 16, requires_grad=True)
@@ -447,7 +475,8 @@ def test_chunked_loss_under_bfloat16_autocast(monkeypatch):
     with torch.autocast('cpu', dtype=torch.bfloat16):
         loss = ChunkedCrossEntropy.apply(h, w, t)
     plain = torch.nn.functional.cross_entropy(h @ w.t(), t, ignore_index=-1)
-    assert loss.dtype == torch.float32 and (loss - plain).abs() > 1e-6  # the matmuls did run in bfloat16
+    # the matmuls did run in bfloat16
+    assert loss.dtype == torch.float32 and (loss - plain).abs() > 1e-6
     torch.testing.assert_close(loss, plain, atol=0.05, rtol=0.01)
     for g, p in zip(torch.autograd.grad(loss, [h, w]), torch.autograd.grad(plain, [h, w])):
         assert g.dtype == torch.float32
@@ -473,32 +502,37 @@ def largest_tensor_made_by(step):
 
 
 def test_training_memory_does_not_grow_with_tokens_times_vocabulary(monkeypatch):
-    """The plain loss makes (tokens x vocab) logits, softmax and gradient; the chunked one never makes a tensor
-    bigger than the weights, one chunk of logits or the activations, however many tokens and however large
-    the vocabulary. (A chunk of 2**16 logits here, so that a batch's logits span many chunks.)"""
+    """The plain loss makes (tokens x vocab) logits, softmax and gradient; the chunked one never
+    makes a tensor bigger than the weights, one chunk of logits or the activations, however many
+    tokens and however large the vocabulary. (A chunk of 2**16 logits here, so that a batch's logits
+    span many chunks.)"""
     monkeypatch.setattr(kernels, 'LOSS_CHUNK', 2 ** 16)
     for vocab, T in [(4096, 256), (4096, 1024), (16384, 1024)]:
         torch.manual_seed(0)
-        model = GPT(GPTConfig(block_size=T, vocab_size=vocab, n_layer=2, n_head=2, n_embd=16, layer_pattern='SN',
-                              sliding_window=16))
+        model = GPT(GPTConfig(block_size=T, vocab_size=vocab, n_layer=2, n_head=2, n_embd=16,
+                              layer_pattern='SN', sliding_window=16))
         idx = torch.randint(0, vocab, (2, T))
-        bound = max(vocab * 16, 2 ** 16, 2 * T * 64)  # the embedding, one chunk, the MLP's activations
-        assert largest_tensor_made_by(lambda: model(idx, idx)[1].backward()) <= bound < 2 * T * vocab
+        bound = max(vocab * 16, 2 ** 16, 2 * T * 64)  # the embedding, one chunk, the MLP's
+                                                      # activations
+        largest = largest_tensor_made_by(lambda: model(idx, idx)[1].backward())
+        assert largest <= bound < 2 * T * vocab
 
         def plain():
             F.cross_entropy(model(idx)[0].flatten(0, 1), idx.flatten()).backward()
         assert largest_tensor_made_by(plain) >= 2 * T * vocab  # what the test would catch
 
 
-# --- the CUDA paths (run by .ci/gpu on a machine with a GPU; skipped elsewhere) ---------------------
+# --- the CUDA paths (run by .ci/gpu on a machine with a GPU; skipped elsewhere) --------------
 
-cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason='needs a CUDA GPU (.ci/gpu runs these)')
+cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason='needs a CUDA GPU (.ci/gpu runs '
+                                                                'these)')
 
 
 @cuda
 @pytest.mark.parametrize('T,window', [(256, 64), (1000, 128), (4096, 1024)])
 def test_compiled_flex_attention_matches_reference_on_cuda(T, window):
-    """The 'S' layers' CUDA kernel, FlexAttention compiled with its block-sparse mask, forward and backward."""
+    """The 'S' layers' CUDA kernel, FlexAttention compiled with its block-sparse mask, forward and
+    backward."""
     torch.manual_seed(T)
     q = torch.randn(2, 8, T, 64, device='cuda', requires_grad=True)
     k, v = (torch.randn(2, 2, T, 64, device='cuda', requires_grad=True) for _ in range(2))
@@ -513,11 +547,13 @@ def test_compiled_flex_attention_matches_reference_on_cuda(T, window):
 
 @cuda
 def test_sdpa_flash_kernel_matches_reference_on_cuda():
-    """Full causal layers take SDPA's flash kernel on CUDA (bf16): forced here, so a fallback cannot hide it."""
+    """Full causal layers take SDPA's flash kernel on CUDA (bf16): forced here, so a fallback cannot
+    hide it."""
     from torch.nn.attention import SDPBackend, sdpa_kernel
     torch.manual_seed(0)
     q = torch.randn(2, 8, 1024, 64, device='cuda', dtype=torch.bfloat16, requires_grad=True)
-    k, v = (torch.randn(2, 2, 1024, 64, device='cuda', dtype=torch.bfloat16, requires_grad=True) for _ in range(2))
+    k, v = (torch.randn(2, 2, 1024, 64, device='cuda', dtype=torch.bfloat16, requires_grad=True)
+            for _ in range(2))
     pos = torch.arange(1024, device='cuda')
     ref = reference_attention(q.float(), k.float(), v.float(), visible(pos, pos, None))
     with sdpa_kernel(SDPBackend.FLASH_ATTENTION):
@@ -533,10 +569,12 @@ def test_model_on_cuda_matches_reference_and_decodes_like_recomputation(pattern)
     model = make(pattern, n_embd=64, n_head=4, sliding_window=16, block_size=64).cuda()
     ref = with_reference(model)
     idx = tokens(200).cuda()
-    torch.testing.assert_close(model(idx)[0], ref(idx)[0], atol=1e-3, rtol=1e-3)  # float32, TF32 off by default
+    # float32, TF32 off by default
+    torch.testing.assert_close(model(idx)[0], ref(idx)[0], atol=1e-3, rtol=1e-3)
     loss, ref_loss = model(idx, idx)[1], ref(idx, idx)[1]
     torch.testing.assert_close(loss, ref_loss, atol=1e-4, rtol=1e-4)
-    assert torch.equal(model.generate(idx[:, :40], 40, temperature=0), greedy_by_recomputation(ref, idx[:, :40], 40))
+    assert torch.equal(model.generate(idx[:, :40], 40, temperature=0),
+                       greedy_by_recomputation(ref, idx[:, :40], 40))
 
 
 # --- the fixed-shape decoding step ----------------------------------------------------
@@ -550,15 +588,17 @@ def test_mm_as_reduction_is_the_matmul_for_a_few_rows_only():
 
 
 def test_compiled_decode_step_on_the_cpu_calls_no_matmul_library():
-    """The CPU's compiled step does its matmuls in Inductor's own loops (mm_as_reduction), not by library calls."""
+    """The CPU's compiled step does its matmuls in Inductor's own loops (mm_as_reduction), not by
+    library calls."""
     from torch._inductor.utils import run_and_get_code
     model = make('SSSN')
     cache = model.new_cache(1, 8, torch.float32, 'cpu')
     model.rope(0, 8, 'cpu')
     with torch.no_grad():
-        _, code = run_and_get_code(compiled_decode_step(model), tokens(1, B=1), torch.tensor([0]), cache,
-                                   model.lm_head.weight)
-    assert 'cpp_fused' in code[0] and not any(op in code[0] for op in ('.mm(', '.addmm(', '.bmm(', 'aten.mm'))
+        _, code = run_and_get_code(compiled_decode_step(model), tokens(1, B=1), torch.tensor([0]),
+                                   cache, model.lm_head.weight)
+    assert 'cpp_fused' in code[0]
+    assert not any(op in code[0] for op in ('.mm(', '.addmm(', '.bmm(', 'aten.mm'))
 
 
 def test_decoding_keeps_each_cache_to_its_window():
@@ -567,15 +607,17 @@ def test_decoding_keeps_each_cache_to_its_window():
     list(model.stream(tokens(19), 30, temperature=0, cache=cache))
     seen, W = 19 + 29, model.config.sliding_window  # the last token chosen is not fed back
     assert cache[0].seen == seen and cache[0].k.shape[2] == W
-    assert sorted(cache[0].pos.tolist()) == list(range(seen - W, seen))  # 'S': exactly the last W positions
-    assert cache[3].pos[:seen].tolist() == list(range(seen)) and (cache[3].pos[seen:] == -1).all()  # 'N': all
+    # 'S': exactly the last W positions
+    assert sorted(cache[0].pos.tolist()) == list(range(seen - W, seen))
+    # 'N': all
+    assert cache[3].pos[:seen].tolist() == list(range(seen)) and (cache[3].pos[seen:] == -1).all()
 
 
 @pytest.mark.parametrize('pattern', ['SSSN', 'R'])
 def test_compiled_decode_step_compiles_once_and_equals_recomputation(pattern):
-    """The one-token step compiled: the tokens of recomputing the whole context, past block_size and the
-    window, and not one recompilation as the position advances, nor for a second sequence of the same
-    length (torch raises on any). A cache of another size is another shape, compiled anew."""
+    """The one-token step compiled: the tokens of recomputing the whole context, past block_size and
+    the window, and not one recompilation as the position advances, nor for a second sequence of the
+    same length (torch raises on any). A cache of another size is another shape, compiled anew."""
     import torch._dynamo
     model = make(pattern, nope_temperature=0.2, nope_temperature_floor=4)
     prompt = tokens(19)
@@ -583,7 +625,9 @@ def test_compiled_decode_step_compiles_once_and_equals_recomputation(pattern):
     torch._dynamo.utils.counters.clear()
     with torch._dynamo.config.patch(error_on_recompile=True):
         out = model.generate(prompt, 30, temperature=0, compile=True)
-        again = model.generate(tokens(19, seed=5), 30, temperature=0, compile=True)  # a new cache of the same size
+        # a new cache of the same size
+        again = model.generate(tokens(19, seed=5), 30, temperature=0, compile=True)
     assert torch.equal(out, greedy_by_recomputation(model, prompt, 30))
     assert torch.equal(again, greedy_by_recomputation(model, tokens(19, seed=5), 30))
-    assert torch._dynamo.utils.counters['stats']['unique_graphs'] <= 2  # one graph (or two where a break splits it)
+    # one graph (or two where a break splits it)
+    assert torch._dynamo.utils.counters['stats']['unique_graphs'] <= 2

@@ -1,5 +1,6 @@
 """End-to-end tests of the scripts: prepare_data.py, train.py (one process, resumed, DDP) and
-sample.py, on a small slice of the built-in corpus and a tiny model, plus their answers to bad input."""
+sample.py, on a small slice of the built-in corpus and a tiny model, plus their answers to bad
+input."""
 
 import json
 import os
@@ -16,15 +17,16 @@ import torch
 from common import load_checkpoint
 from configurator import configure, in_range
 from model import GPT, GPTConfig
-from corpus import (DATA, HELD_OUT_FORMAT, HELD_OUT_NAMES, KEY_WORDS, NEEDLE_FORMATS, NOUNS, builtin_corpus,
-                          get_tokenizer, read_documents, retrieval_sequence)
+from corpus import (DATA, HELD_OUT_FORMAT, HELD_OUT_NAMES, KEY_WORDS, NEEDLE_FORMATS, NOUNS,
+                    builtin_corpus, get_tokenizer, read_documents, retrieval_sequence)
 
-from conftest import DATASET, HERE, TINY, run, script_settings
+from conftest import DATASET, HERE, TINY, one_line_error, run, script_settings
 
 
 def logged_losses(stdout):
     """{iteration: loss} from train.py's plain log lines."""
-    return {int(i): float(loss) for i, loss in re.findall(r'^iter (\d+): loss ([\d.]+)', stdout, re.M)}
+    found = re.findall(r'^iter (\d+): loss ([\d.]+)', stdout, re.M)
+    return {int(i): float(loss) for i, loss in found}
 
 
 def test_tokenizer_works_offline():
@@ -53,7 +55,8 @@ def test_inputs_a_folder_and_jsonl(tmp_path, capsys):
     (tmp_path / 'notes' / 'a.txt').write_text('first')
     (tmp_path / 'notes' / 'b.md').write_text('second')
     (tmp_path / 'notes' / 'skip.csv').write_text('not a document')
-    assert read_documents(str(tmp_path / 'notes'), 'text') == [('a.txt', 'first'), ('b.md', 'second')]
+    assert read_documents(str(tmp_path / 'notes'), 'text') == [('a.txt', 'first'),
+                                                               ('b.md', 'second')]
     jsonl = tmp_path / 'docs.jsonl'
     jsonl.write_text('{"body": "one"}\n\n{"body": "two"}\n')
     assert [text for _, text in read_documents(str(jsonl), 'body')] == ['one', 'two']
@@ -62,34 +65,40 @@ def test_inputs_a_folder_and_jsonl(tmp_path, capsys):
     assert "line 1" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize('length,distractors', [(64, 0), (257, 0), (1025, 0), (64, 4), (257, 4), (1025, 4)])
+@pytest.mark.parametrize('length,distractors',
+                         [(64, 0), (257, 0), (1025, 0), (64, 4), (257, 4), (1025, 4)])
 def test_retrieval_sequence_layout(length, distractors, dataset):
-    """Needles inside the sequence at depths that include its very start and the end of the filler, distinct
-    keys, one passkey at most, every question answered with its needle's value, exactly `length` tokens, and
-    the targets scored exactly at the answers (the number and its full stop); with distractors, sentences
-    shaped like "The X is Y." without a number in the haystack too, and the layout as without."""
+    """Needles inside the sequence at depths that include its very start and the end of the filler,
+    distinct keys, one passkey at most, every question answered with its needle's value, exactly
+    `length` tokens, and the targets scored exactly at the answers (the number and its full stop);
+    with distractors, sentences shaped like "The X is Y." without a number in the haystack too, and
+    the layout as without."""
     enc = get_tokenizer()
     filler = np.fromfile(os.path.join(DATA, DATASET, 'train.bin'), dtype=np.uint16)
     rng = np.random.default_rng(length)
     counts, at_start, at_end, decoys = set(), 0, 0, 0
     for _ in range(300):
-        tokens, scored, asked = retrieval_sequence(enc, filler, length, rng, needles=4, distractors=distractors)
+        tokens, scored, asked = retrieval_sequence(enc, filler, length, rng, needles=4,
+                                                   distractors=distractors)
         assert tokens.shape == scored.shape == (length,) and tokens.dtype == np.int64
         keys = [key for _, key, _, _, _ in asked]
         assert len(set(keys)) == len(keys)  # the passkey's key is None: at most one passkey
         texts = [[t.format(key=key, value=value, noun=noun) for t in NEEDLE_FORMATS[name]]
                  for name, key, value, noun, _ in asked]
         tail = length - sum(len(enc.encode_ordinary(f"\n{question} {value}."))
-                            for (_, question), (_, _, value, _, _) in zip(texts, asked))  # where the questions begin
+                            # where the questions begin
+                            for (_, question), (_, _, value, _, _) in zip(texts, asked))
         expected_scored = np.zeros(length, dtype=bool)
         at = tail
         for (needle, question), (_, _, value, _, start) in zip(texts, asked):  # in the order asked
             needle = enc.encode_ordinary(' ' + needle)
-            assert tokens[start:start + len(needle)].tolist() == needle  # the needle, whole, before the questions
+            # the needle, whole, before the questions
+            assert tokens[start:start + len(needle)].tolist() == needle
             assert 0 <= start and start + len(needle) <= tail
             at_start += start == 0
             at_end += start + len(needle) == tail
-            question, answer = enc.encode_ordinary('\n' + question), enc.encode_ordinary(f" {value}.")
+            question = enc.encode_ordinary('\n' + question)
+            answer = enc.encode_ordinary(f" {value}.")
             assert tokens[at:at + len(question) + len(answer)].tolist() == question + answer
             assert enc.decode(answer[-1:]) == '.'
             expected_scored[at + len(question):at + len(question) + len(answer)] = True
@@ -97,20 +106,23 @@ def test_retrieval_sequence_layout(length, distractors, dataset):
         assert at == length
         assert np.array_equal(scored, expected_scored)
         counts.add(len(asked))
-        decoys += len(re.findall(r' The [A-Za-z]+ is [A-Za-z]+\.', enc.decode(tokens[:tail].tolist())))
+        decoys += len(re.findall(r' The [A-Za-z]+ is [A-Za-z]+\.',
+                                 enc.decode(tokens[:tail].tolist())))
     assert counts == {1, 2, 3, 4} if length > 64 else 1 in counts  # as many needles as fit
     assert at_start > 0 and at_end > 0
-    # the text holds none in these draws; with distractors about one in three 64-token sequences holds one,
-    # and longer ones about two each
+    # the text holds none in these draws; with distractors about one in three 64-token sequences
+    # holds one, and longer ones about two each
     assert decoys > (50 if length == 64 else 300) if distractors else decoys < 10
 
 
 @pytest.mark.parametrize('shared_word', [0.0, 1.0])
 def test_same_wording_sequences_bind_each_answer_to_its_key(shared_word, dataset):
-    """With same_wording=1 every sequence of two needles or more has them all in one format and one noun, with
-    distinct keys, and every question is answered with its own needle's value, so only the key tells which;
-    with shared_word=1 every key after the first shares a word, in its place, with an earlier one. The held-out
-    format's keys are never produced (nor its words: the formats are NEEDLE_FORMATS'; see the next test). Same-wording sequences with one needle stay as they were."""
+    """With same_wording=1 every sequence of two needles or more has them all in one format and one
+    noun, with distinct keys, and every question is answered with its own needle's value, so only
+    the key tells which; with shared_word=1 every key after the first shares a word, in its place,
+    with an earlier one. The held-out format's keys are never produced (nor its words: the formats
+    are NEEDLE_FORMATS'; see the next test). Same-wording sequences with one needle stay as they
+    were."""
     enc = get_tokenizer()
     filler = np.fromfile(os.path.join(DATA, DATASET, 'train.bin'), dtype=np.uint16)
     rng = np.random.default_rng(11)
@@ -121,17 +133,21 @@ def test_same_wording_sequences_bind_each_answer_to_its_key(shared_word, dataset
                                                    same_wording=1.0, shared_word=shared_word)
         names, keys, values, nouns, starts = zip(*asked)
         assert len(set(keys)) == len(keys)
-        assert not any(set(re.split('[- ]', key.lower())) & held for key in keys if key)  # (the text may hold them)
+        # (the text may hold them)
+        assert not any(set(re.split('[- ]', key.lower())) & held for key in keys if key)
         if len(asked) > 1:
             multi += 1
-            assert len(set(names)) == 1 and 'passkey' not in names and len(set(nouns)) == 1 and None not in keys
+            assert len(set(names)) == 1 and 'passkey' not in names
+            assert len(set(nouns)) == 1 and None not in keys
             words = [re.split('[- ]', k) for k in keys]
-            shared += all(any(w[i] == v[i] for v in words if v is not w for i in (0, 1)) for w in words)
+            shared += all(any(w[i] == v[i] for v in words if v is not w for i in (0, 1))
+                          for w in words)
         # each answer (scored run) is its own needle's value, the needle whole where asked says
         answers = np.split(tokens, np.flatnonzero(np.diff(scored.astype(int))) + 1)[1::2]
         assert [enc.decode(a.tolist()) for a in answers] == [f" {v}." for v in values]
         for name, key, value, noun, start in asked:
-            needle = enc.encode_ordinary(' ' + NEEDLE_FORMATS[name][0].format(key=key, value=value, noun=noun))
+            text = NEEDLE_FORMATS[name][0].format(key=key, value=value, noun=noun)
+            needle = enc.encode_ordinary(' ' + text)
             assert tokens[start:start + len(needle)].tolist() == needle
     assert multi > 100
     assert shared == multi if shared_word else shared < multi / 2  # by chance, sometimes (20 words)
@@ -144,7 +160,8 @@ def test_the_held_out_format_is_never_trained(dataset):
     filler = np.fromfile(os.path.join(DATA, DATASET, 'train.bin'), dtype=np.uint16)
     rng = np.random.default_rng(0)
     from_text = 0  # keys that are words of the text, not of KEY_WORDS
-    trained = ' '.join(needle + ' ' + question for needle, question in NEEDLE_FORMATS.values()) + ' '.join(NOUNS)
+    trained = (' '.join(needle + ' ' + question for needle, question in NEEDLE_FORMATS.values())
+               + ' '.join(NOUNS))
     for word in ('vault', 'combination'):
         assert word in HELD_OUT_FORMAT[0] and word in HELD_OUT_FORMAT[1] and word not in trained
     assert not set(HELD_OUT_NAMES) & set(KEY_WORDS)
@@ -153,12 +170,14 @@ def test_the_held_out_format_is_never_trained(dataset):
         texts = [[t.format(key=key, value=value, noun=noun) for t in NEEDLE_FORMATS[name]]
                  for name, key, value, noun, _ in asked]
         for (needle, _), (_, key, _, _, start) in zip(texts, asked):
-            needle = enc.decode(tokens[start:start + len(enc.encode_ordinary(' ' + needle))].tolist())
+            n = len(enc.encode_ordinary(' ' + needle))
+            needle = enc.decode(tokens[start:start + n].tolist())
             assert 'vault' not in needle and not any(held in needle for held in HELD_OUT_NAMES)
             words = set(re.split('[- ]', key.lower())) if key else set()
             from_text += not words <= set(KEY_WORDS)
             assert not words & ({w.lower() for w in HELD_OUT_NAMES} | {'vault', 'combination'})
-        tail = sum(len(enc.encode_ordinary(f"\n{q} {v}.")) for (_, q), (_, _, v, _, _) in zip(texts, asked))
+        tail = sum(len(enc.encode_ordinary(f"\n{q} {v}."))
+                   for (_, q), (_, _, v, _, _) in zip(texts, asked))
         questions = enc.decode(tokens[-tail:].tolist())
         assert 'vault' not in questions and not any(held in questions for held in HELD_OUT_NAMES)
     assert from_text > 100  # about half the keys come from the text: the test sees them
@@ -166,27 +185,32 @@ def test_the_held_out_format_is_never_trained(dataset):
 
 def test_training_lowers_the_loss_and_writes_a_checkpoint(trained):
     out, stdout = trained
-    evals = [float(v) for v in re.findall(r'^eval \d+: train loss [\d.]+, val loss ([\d.]+)', stdout, re.M)]
-    assert len(evals) == 3 and evals[-1] < evals[0] - 0.4  # an untrained model stays at its first loss (11.1)
-    assert os.path.exists(os.path.join(out, 'ckpt.pt')) and os.path.exists(os.path.join(out, 'metrics.jsonl'))
+    evals = [float(v) for v in re.findall(r'^eval \d+: train loss [\d.]+, val loss '
+                                          r'([\d.]+)', stdout, re.M)]
+    # an untrained model stays at its first loss (11.1)
+    assert len(evals) == 3 and evals[-1] < evals[0] - 0.4
+    assert all(os.path.exists(os.path.join(out, f)) for f in ('ckpt.pt', 'metrics.jsonl'))
 
 
 def metrics_lines(out):
-    """metrics.jsonl as [(iter, what was logged)], the timings left out (they differ from run to run)."""
+    """metrics.jsonl as [(iter, what was logged)], the timings left out (they differ from run to
+    run)."""
     return [(m['iter'], {k: v for k, v in m.items() if k not in ('tokens_per_s', 'mfu')})
             for m in map(json.loads, open(os.path.join(out, 'metrics.jsonl')))]
 
 
 def test_a_run_killed_and_resumed_across_a_stage_change_ends_bit_identical(dataset, tmp_path):
-    """kill -9 at iteration 10, after the checkpoint of iteration 8, then --init_from=resume: the weights at iteration 16 equal
-    those of the run that never stopped, bit for bit, across the change of context at iteration 6 (where
-    retrieval sequences join the text), and
-    metrics.jsonl holds every iteration once, with the losses of the run that never stopped."""
-    args = [*TINY, '--stages=((0, 32, 2), (6, 64, 2, 48, 2))', '--max_iters=16', '--eval_interval=8', '--lr_decay_iters=16']
+    """kill -9 at iteration 10, after the checkpoint of iteration 8, then --init_from=resume: the
+    weights at iteration 16 equal those of the run that never stopped, bit for bit, across the
+    change of context at iteration 6 (where retrieval sequences join the text), and metrics.jsonl
+    holds every iteration once, with the losses of the run that never stopped."""
+    args = [*TINY, '--stages=((0, 32, 2), (6, 64, 2, 48, 2))', '--max_iters=16',
+            '--eval_interval=8', '--lr_decay_iters=16']
     whole, cut = str(tmp_path / 'whole'), str(tmp_path / 'cut')
     run('train.py', *args, '--out_dir=' + whole)
-    proc = subprocess.Popen([sys.executable, 'train.py', *args, '--out_dir=' + cut], cwd=HERE, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=dict(os.environ, OMP_NUM_THREADS='1'))
+    proc = subprocess.Popen([sys.executable, 'train.py', *args, '--out_dir=' + cut], cwd=HERE,
+                            text=True, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                            env=dict(os.environ, OMP_NUM_THREADS='1'))
     for line in proc.stdout:
         if line.startswith('iter 10:'):  # iteration 9's metrics are written by now
             proc.send_signal(signal.SIGKILL)
@@ -199,12 +223,14 @@ def test_a_run_killed_and_resumed_across_a_stage_change_ends_bit_identical(datas
     assert a['iter_num'] == b['iter_num'] == 16
     assert all(torch.equal(a['model'][k], b['model'][k]) for k in a['model'])
     assert metrics_lines(cut) == metrics_lines(whole)
-    assert len({(i, tuple(m)) for i, m in metrics_lines(cut)}) == len(metrics_lines(cut))  # each line once
+    # each line once
+    assert len({(i, tuple(m)) for i, m in metrics_lines(cut)}) == len(metrics_lines(cut))
 
 
 def test_a_run_from_scratch_never_overwrites_a_checkpoint(trained, tmp_path):
-    """Started again where a model exists, train.py refuses in one line naming that model and the ways on, and
-    leaves the checkpoint as it was; a run from scratch in a folder with only old metrics starts them afresh."""
+    """Started again where a model exists, train.py refuses in one line naming that model and the
+    ways on, and leaves the checkpoint as it was; a run from scratch in a folder with only old
+    metrics starts them afresh."""
     out = tmp_path / 'again'
     shutil.copytree(trained[0], out)
     before = (out / 'ckpt.pt').read_bytes()
@@ -219,8 +245,8 @@ def test_a_run_from_scratch_never_overwrites_a_checkpoint(trained, tmp_path):
 
 
 def bad_checkpoint(case, good, folder):
-    """folder/ckpt.pt made bad in the way `case` names, from the good checkpoint dict `good`; returns the words
-    the one-line refusal must hold."""
+    """folder/ckpt.pt made bad in the way `case` names, from the good checkpoint dict `good`;
+    returns the words the one-line refusal must hold."""
     path, model = folder / 'ckpt.pt', dict(good['model'])
     broken = lambda **changes: torch.save({**good, **changes}, path)
     if case == 'text':
@@ -246,7 +272,8 @@ def bad_checkpoint(case, good, folder):
         return 'transformer.h.1.mlp.up.weight holds non-finite values'
     elif case == 'n_embd_changed':
         broken(model_args={**good['model_args'], 'n_embd': 48})
-        return 'tensor lm_head.weight: the checkpoint holds shape (50257, 32), its model_args make shape (50257, 48)'
+        return ('tensor lm_head.weight: the checkpoint holds shape (50257, 32), its model_args '
+                'make shape (50257, 48)')
     elif case == 'newer_setting':
         broken(model_args={**good['model_args'], 'attention_sinks': 4})
         return 'attention_sinks'
@@ -260,32 +287,39 @@ def bad_checkpoint(case, good, folder):
     return 'not a checkpoint of tensors and plain values'
 
 
-LOADERS = [('sample.py',), ('eval_long.py', '--tasks=short'), ('analyze_attention.py',), ('export_hf.py',),
-           ('train.py', *TINY, '--init_from=resume')]
+LOADERS = [('sample.py',), ('eval_long.py', '--tasks=short'), ('analyze_attention.py',),
+           ('export_hf.py',), ('train.py', *TINY, '--init_from=resume')]
 
 
-@pytest.mark.parametrize('case', ['text', 'empty', 'truncated', 'directory', 'state_dict', 'no_model_args', 'nan',
-                                  'inf', 'n_embd_changed', 'newer_setting', 'missing_tensor', 'bad_setting'])
+@pytest.mark.parametrize('case', ['text', 'empty', 'truncated', 'directory', 'state_dict',
+                                  'no_model_args', 'nan',
+                                  'inf', 'n_embd_changed', 'newer_setting', 'missing_tensor',
+                                  'bad_setting'])
 def test_every_script_refuses_a_bad_checkpoint_in_one_line(case, trained, tmp_path):
-    """Each script that loads a checkpoint stops with one line naming the file and what is wrong, exit 2, no
-    traceback, and nothing written: never a traceback, and never an exit 0 on weights that are not finite."""
+    """Each script that loads a checkpoint stops with one line naming the file and what is wrong,
+    exit 2, no traceback, and nothing written: never a traceback, and never an exit 0 on weights
+    that are not finite."""
     good = torch.load(os.path.join(trained[0], 'ckpt.pt'), weights_only=True)
     words = bad_checkpoint(case, good, tmp_path)
     env = dict(os.environ, OMP_NUM_THREADS='1')
-    procs = [subprocess.Popen([sys.executable, *args, f'--out_dir={tmp_path}'], cwd=HERE, env=env, text=True,
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE) for args in LOADERS]
+    procs = [subprocess.Popen([sys.executable, *args, f'--out_dir={tmp_path}'], cwd=HERE, env=env,
+                              text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+             for args in LOADERS]
     for args, proc in zip(LOADERS, procs):
         _, err = proc.communicate(timeout=300)
-        assert proc.returncode == 2 and 'Traceback' not in err and err.count('\n') == 1, (args[0], err)
+        assert proc.returncode == 2 and 'Traceback' not in err and err.count('\n') == 1, \
+            (args[0], err)
         assert 'ckpt.pt' in err and words in err, (args[0], err)
     assert sorted(os.listdir(tmp_path)) == ['ckpt.pt']  # no metrics, no evaluation, no export
 
 
 def test_checkpoints_that_load_though_not_from_train_py(trained, tmp_path):
-    """A compiled model's state_dict (names prefixed by torch.compile) and a hand-made checkpoint with only
-    'model' and 'model_args' load and sample; the latter cannot be resumed, which train.py says in one line."""
+    """A compiled model's state_dict (names prefixed by torch.compile) and a hand-made checkpoint
+    with only 'model' and 'model_args' load and sample; the latter cannot be resumed, which train.py
+    says in one line."""
     good = torch.load(os.path.join(trained[0], 'ckpt.pt'), weights_only=True)
-    torch.save({**good, 'model': {'_orig_mod.' + k: v for k, v in good['model'].items()}}, tmp_path / 'ckpt.pt')
+    torch.save({**good, 'model': {'_orig_mod.' + k: v for k, v in good['model'].items()}},
+               tmp_path / 'ckpt.pt')
     model, _ = load_checkpoint(str(tmp_path / 'ckpt.pt'))
     assert all(torch.equal(v, good['model'][k]) for k, v in model.state_dict().items())
     torch.save(dict(model=good['model'], model_args=good['model_args']), tmp_path / 'ckpt.pt')
@@ -300,9 +334,10 @@ def test_paths_that_are_not_what_they_should_be(trained, tmp_path):
     a_file.write_text('')
     for args, words in [(['train.py', *TINY, f'--out_dir={a_file}'], 'is a file'),
                         (['sample.py', f'--out_dir={a_file}'], 'is a file'),
-                        (['export_hf.py', f'--out_dir={trained[0]}', f'--hf_dir={a_file}'], 'is a file')]:
+                        (['export_hf.py', f'--out_dir={trained[0]}', f'--hf_dir={a_file}'],
+                         'is a file')]:
         p = run(*args, ok=False)
-        assert p.returncode == 2 and 'Traceback' not in p.stderr and p.stderr.count('\n') == 1, p.stderr
+        assert one_line_error(p), p.stderr
         assert words in p.stderr, p.stderr
 
 
@@ -312,27 +347,30 @@ def test_a_recall_model_is_refused_where_text_is_needed(tmp_path):
                     config=dict(dataset='recall')), tmp_path / 'ckpt.pt')
     for script in ('sample.py', 'export_hf.py'):
         p = run(script, f'--out_dir={tmp_path}', ok=False)
-        assert p.returncode == 2 and 'Traceback' not in p.stderr and p.stderr.count('\n') == 1, p.stderr
+        assert one_line_error(p), p.stderr
         assert 'recall' in p.stderr, p.stderr
 
 
 def test_sample_continues_a_file_longer_than_the_training_context(trained, tmp_path):
     prompt = tmp_path / 'doc.txt'
     prompt.write_text(builtin_corpus()[7][1][:2000])  # ~500 tokens, far past block_size=64
-    out = run('sample.py', '--out_dir=' + trained[0], f'--start=FILE:{prompt}', '--max_new_tokens=20')
-    assert 'longer than the training context' in out.stderr and 'prefill' in out.stderr and out.stdout.strip()
+    out = run('sample.py', '--out_dir=' + trained[0], f'--start=FILE:{prompt}',
+              '--max_new_tokens=20')
+    assert 'longer than the training context' in out.stderr and 'prefill' in out.stderr
+    assert out.stdout.strip()
 
 
 def test_ddp_matches_one_process(dataset, tmp_path):
-    """Two CPU processes (gloo), one micro-batch each of text and of retrieval sequences, log the losses of one
-    process that runs both micro-batches of each: the same global batch."""
+    """Two CPU processes (gloo), one micro-batch each of text and of retrieval sequences, log the
+    losses of one process that runs both micro-batches of each: the same global batch."""
     common = [*TINY, '--max_iters=3', '--eval_interval=100', '--gradient_accumulation_steps=2',
               '--stages=((0, 64, 2, 48, 2),)']
     one = run('train.py', *common, '--out_dir=' + str(tmp_path / 'one'))
     two = run('torch.distributed.run', '--standalone', '--nproc_per_node=2', 'train.py',
               *common, '--out_dir=' + str(tmp_path / 'two'))
     for pattern in (r'^iter (\d+): loss ([\d.]+)', r'^iter (\d+): .*answer loss ([\d.]+)'):
-        a, b = ({int(i): float(v) for i, v in re.findall(pattern, p.stdout, re.M)} for p in (one, two))
+        a, b = ({int(i): float(v) for i, v in re.findall(pattern, p.stdout, re.M)}
+                for p in (one, two))
         assert sorted(a) == sorted(b) == [1, 2, 3]
         for i in a:
             assert b[i] == pytest.approx(a[i], abs=1e-3)
@@ -349,18 +387,20 @@ def test_ddp_matches_one_process(dataset, tmp_path):
     (['sample.py', '--start=FILE:/nonexistent.txt'], 'not found'),
     (['prepare_data.py', '--input=/nonexistent'], 'not found'),
     (['train.py', '--batch_size=0'], 'batch_size=0 is out of range: it must be in [1, inf)'),
-    (['train.py', '--gradient_accumulation_steps=0'], 'gradient_accumulation_steps=0 is out of range'),
+    (['train.py', '--gradient_accumulation_steps=0'], 'gradient_accumulation_steps=0 is out of '
+                                                      'range'),
     (['train.py', '--block_size=0'], 'block_size=0 is out of range'),
-    (['train.py', '--learning_rate=-1'], 'learning_rate=-1.0 is out of range: it must be in (0, inf)'),
+    (['train.py', '--learning_rate=-1'], 'learning_rate=-1.0 is out of range: it must be in (0, '
+                                         'inf)'),
     (['train.py', '--n_layer=0'], 'n_layer=0 is out of range'),
     (['train.py', '--max_iters=-1'], 'max_iters=-1 is out of range'),
-    (['train.py', '--retrieval_weight=-1'], 'retrieval_weight=-1.0 is out of range: it must be in [0, inf)'),
+    (['train.py', '--retrieval_weight=-1'], 'retrieval_weight=-1.0 is out of range: it must be in '
+                                            '[0, inf)'),
     (['train.py', '--stages=((0, 64, 2, 64),)'], 'stages='),
     (['train.py', '--stages=((0, 64, 0),)'], 'a sequence in every stage'),
     (['sample.py', '--temperature=-1'], 'temperature=-1.0 is out of range'),
     (['sample.py', '--num_samples=0'], 'num_samples=0 is out of range'),
-    (['eval_long.py', '--samples=0'], 'samples=0 is out of range'),
-])
+    (['eval_long.py', '--samples=0'], 'samples=0 is out of range'), ])
 def test_bad_input_is_one_line_without_traceback(args, words, dataset, tmp_path):
     p = run(*args, ok=False)
     assert p.returncode == 2
@@ -371,7 +411,7 @@ def test_empty_prompt_file(trained, tmp_path):
     empty = tmp_path / 'empty.txt'
     empty.write_text('')
     p = run('sample.py', '--out_dir=' + trained[0], f'--start=FILE:{empty}', ok=False)
-    assert p.returncode != 0 and 'Traceback' not in p.stderr and p.stderr.count('\n') == 1 and 'empty' in p.stderr
+    assert one_line_error(p) and 'empty' in p.stderr
 
 
 class CodeOnLoad:
@@ -386,8 +426,8 @@ class CodeOnLoad:
 
 
 def test_a_checkpoint_that_would_run_code_is_refused(trained, tmp_path):
-    """Every script loads checkpoints with weights_only=True: a crafted pickle is refused in one line and its
-    code never runs, while train.py's own checkpoints load."""
+    """Every script loads checkpoints with weights_only=True: a crafted pickle is refused in one
+    line and its code never runs, while train.py's own checkpoints load."""
     model, checkpoint = load_checkpoint(os.path.join(trained[0], 'ckpt.pt'))
     assert checkpoint['iter_num'] == 8 and not model.training
     crafted, ran = tmp_path / 'crafted', tmp_path / 'the code ran'
@@ -395,33 +435,37 @@ def test_a_checkpoint_that_would_run_code_is_refused(trained, tmp_path):
     torch.save({'model_args': CodeOnLoad(str(ran))}, crafted / 'ckpt.pt')
     with pytest.raises(ValueError, match='not a checkpoint of tensors and plain values'):
         load_checkpoint(str(crafted / 'ckpt.pt'))
-    for script, *args in [('sample.py',), ('eval_long.py', '--tasks=short'), ('analyze_attention.py',),
+    for script, *args in [('sample.py',), ('eval_long.py', '--tasks=short'),
+                          ('analyze_attention.py',),
                           ('export_hf.py',), ('train.py', *TINY, '--init_from=resume')]:
         p = run(script, *args, f'--out_dir={crafted}', ok=False)
-        assert p.returncode == 2 and 'Traceback' not in p.stderr and p.stderr.count('\n') == 1, (script, p.stderr)
+        assert one_line_error(p), (script, p.stderr)
         assert 'not loaded' in p.stderr, (script, p.stderr)
     assert not ran.exists()
 
 
 def test_bench_runs_every_section(tmp_path, without_matplotlib):
-    """bench.py end to end at toy sizes: every table printed, the JSON written (no timing is asserted); without
-    matplotlib, one line names the plot skipped."""
+    """bench.py end to end at toy sizes: every table printed, the JSON written (no timing is
+    asserted); without matplotlib, one line names the plot skipped."""
     out = tmp_path / 'bench.json'
     p = run('bench.py', '--n_layer=4', '--n_embd=32', '--n_head=2', '--n_kv_head=1',
-            '--sliding_window=16', '--train_lengths=32,64', '--train_tokens=128', '--attn_lengths=64,128',
-            '--attn_forward_length=256', '--prefill_lengths=64,128', '--decode_lengths=32,64', '--decode_tokens=2',
-            '--recompute_lengths=32,64', '--loss_length=32', '--loss_steps=2', '--reps=1', f'--out={out}',
+            '--sliding_window=16', '--train_lengths=32,64', '--train_tokens=128',
+            '--attn_lengths=64,128', '--attn_forward_length=256', '--prefill_lengths=64,128',
+            '--decode_lengths=32,64', '--decode_tokens=2', '--recompute_lengths=32,64',
+            '--loss_length=32', '--loss_steps=2', '--reps=1', f'--out={out}',
             f'--plot={tmp_path}/bench.png', env=without_matplotlib)
-    assert f"matplotlib is not installed: skipped {tmp_path}/bench.png (pip install matplotlib)" in p.stdout
-    for title in ('training step, ', 'one attention layer', 'prefill', 'decode through the KV cache', 'without a cache',
-                  'a training step of SSSN'):
+    assert (f"matplotlib is not installed: skipped {tmp_path}/bench.png (pip install matplotlib)"
+            in p.stdout)
+    for title in ('training step, ', 'one attention layer', 'prefill',
+                  'decode through the KV cache', 'without a cache', 'a training step of SSSN'):
         assert title in p.stdout
     results = json.load(open(out))
-    assert [(r['loss'], r['freed_memory']) for r in results['loss']] == [('plain', 'keep'), ('chunked', 'keep'),
-                                                                          ('chunked', 'release')]
+    assert [(r['loss'], r['freed_memory']) for r in results['loss']] == [
+        ('plain', 'keep'), ('chunked', 'keep'), ('chunked', 'release')]
     assert {r['pattern'] for r in results['prefill']} == {'SSSN', 'R'}
     kv = {(r['T'], r['pattern']): r['kv_bytes'] for r in results['decode']['rows']}
-    assert kv[64, 'SSSN'] / kv[64, 'R'] == pytest.approx(results['decode']['kv_ideal_ratio']['64'], rel=0.05)
+    ideal = results['decode']['kv_ideal_ratio']['64']
+    assert kv[64, 'SSSN'] / kv[64, 'R'] == pytest.approx(ideal, rel=0.05)
 
 
 def test_a_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(trained, tmp_path):
@@ -432,14 +476,16 @@ def test_a_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(trained, tmp
             '--init_from=resume', '--learning_rate=1e30', '--min_lr=1e30', ok=False)
     assert p.returncode == 2 and 'Traceback' not in p.stderr and p.stderr.count('\n') == 1, p.stderr
     assert 'stopped without updating' in p.stderr and 'last good checkpoint' in p.stderr
-    after = torch.load(out / 'ckpt.pt', weights_only=True)  # still iteration 8's weights: nothing blown up was saved
+    after = torch.load(out / 'ckpt.pt', weights_only=True)  # still iteration 8's weights: nothing
+                                                            # blown up was saved
     assert after['iter_num'] == before['iter_num'] == 8
     assert all(torch.equal(after['model'][k], v) for k, v in before['model'].items())
 
 
-# --- every numeric setting of every script has a range, and its boundaries are checked -----------------
+# --- every numeric setting of every script has a range, and its boundaries are checked ------
 
-SCRIPTS = ['train.py', 'sample.py', 'eval_long.py', 'analyze_attention.py', 'prepare_data.py', 'bench.py', 'reproduce.py']
+SCRIPTS = ['train.py', 'sample.py', 'eval_long.py', 'analyze_attention.py', 'prepare_data.py',
+           'bench.py', 'reproduce.py']
 
 
 @pytest.mark.parametrize('script', SCRIPTS)
@@ -447,13 +493,16 @@ def test_every_numeric_setting_declares_its_range(script):
     settings = script_settings(script)
     for name, default in settings.items():
         numbers = default if isinstance(default, tuple) else (default,)
-        if numbers and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in numbers):
-            assert name in settings['__annotations__'], f"{script}: {name} = {default!r} has no range"
+        if numbers and all(isinstance(v, (int, float)) and not isinstance(v, bool)
+                           for v in numbers):
+            assert name in settings['__annotations__'], \
+                f"{script}: {name} = {default!r} has no range"
     configure(dict(settings), [])  # every default lies in its range
 
 
 def outside_and_inside(interval, integer):
-    """Values just outside the interval (and 0 and -1 where those are outside), and its ends where included."""
+    """Values just outside the interval (and 0 and -1 where those are outside), and its ends where
+    included."""
     m = re.fullmatch(r'([\[(])(.+), (.+)([\])])', interval)
     lo, hi, step = float(m.group(2)), float(m.group(3)), 1 if integer else 0.5
     outside, inside = [0, -1], []
@@ -476,7 +525,8 @@ def test_settings_out_of_range_are_refused_in_one_line(script, capsys):
     for name, interval in settings['__annotations__'].items():
         default = settings[name]
         sample = default[0] if isinstance(default, tuple) and default else default
-        integer = isinstance(sample, int) or sample is None or (isinstance(default, tuple) and not default)
+        integer = (isinstance(sample, int) or sample is None
+                   or (isinstance(default, tuple) and not default))
         outside, inside = outside_and_inside(interval, integer)
         for value in outside:
             text = str(int(value) if integer else value)
@@ -490,13 +540,14 @@ def test_settings_out_of_range_are_refused_in_one_line(script, capsys):
 
 
 def test_every_file_in_results_is_named_by_a_document():
-    """results/ holds nothing a reader cannot find: every file outside a logs/ folder is named, by its file name,
-    in another document (a .md file) or a script; a logs/ folder is named as a whole by its folder's report
-    (README.md). A stray file fails this test."""
+    """results/ holds nothing a reader cannot find: every file outside a logs/ folder is named, by
+    its file name, in another document (a .md file) or a script; a logs/ folder is named as a whole
+    by its folder's report (README.md). A stray file fails this test."""
     results = os.path.join(HERE, 'results')
     documents = [os.path.join(root, f) for root, dirs, files in os.walk(HERE)
                  if not os.path.relpath(root, HERE).startswith(('.', 'data', 'out'))
-                 for f in files if f.endswith('.md') or (f.endswith('.py') and not f.startswith('test_'))]
+                 for f in files
+                 if f.endswith('.md') or (f.endswith('.py') and not f.startswith('test_'))]
     texts = {path: open(path, encoding='utf-8').read() for path in documents}
     stray = []
     for root, dirs, files in os.walk(results):
