@@ -52,7 +52,7 @@ class GPTConfig:
     norm: str = 'rms'            # 'rms': RMSNorm (SmolLM3); 'layer': LayerNorm, no bias (Cohere)
     norm_eps: float = 1e-6       # the norms' epsilon: 1e-6 here and in SmolLM3, 1e-5 in Cohere2
     parallel_block: bool = False  # Cohere: x + attn(ln(x)) + mlp(ln(x)), one norm a layer (Block)
-    logit_scale: float = 1.0     # Cohere multiplies the logits by 1/16: its tied embedding is large
+    logit_scale: float = 1.0     # Cohere multiplies its logits by a constant (its logit_scale)
 
     def __post_init__(self):
         if self.n_kv_head is None:
