@@ -20,6 +20,7 @@ Loading needs the safetensors package, a hub name also huggingface_hub (both com
 transformers); the tokenizer (corpus.get_tokenizer) needs tokenizers.
 """
 
+import dataclasses
 import json
 import os
 from glob import glob
@@ -124,8 +125,9 @@ def interleaved_to_half(w, n_heads):
     return w.view(n_heads, hd, -1)[:, order].reshape(w.shape)
 
 
-def load_pretrained(name_or_path, dtype=torch.float32):
-    """GPT of a transformers checkpoint, in eval mode, in `dtype` (see the module docstring). The
+def load_pretrained(name_or_path, dtype=torch.float32, **settings):
+    """GPT of a transformers checkpoint, in eval mode, in `dtype` (see the module docstring), with
+    `settings` changing GPTConfig fields that the weights do not fix (block_size, dropout). The
     model is built on the meta device (no memory) and each weight read from the memory-mapped
     files, converted and put in place in turn: no second copy of the model is ever made."""
     folder = local_folder(name_or_path)
@@ -134,7 +136,7 @@ def load_pretrained(name_or_path, dtype=torch.float32):
         raise ValueError(f"{folder} has no config.json: it is not a transformers checkpoint")
     with open(path) as f:
         hf = json.load(f)
-    cfg = gpt_config(hf)
+    cfg = dataclasses.replace(gpt_config(hf), **settings)
     files = sorted(glob(os.path.join(folder, '*.safetensors')))
     if not files:
         raise ValueError(f"{folder} has no *.safetensors weights (.bin pickles are not read: "

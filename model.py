@@ -279,11 +279,11 @@ class GPT(nn.Module):
                 torch.nn.init.zeros_(module.bias)
 
     @classmethod
-    def from_pretrained(cls, name_or_path, dtype=torch.float32):
+    def from_pretrained(cls, name_or_path, dtype=torch.float32, **settings):
         """A transformers checkpoint of SmolLM3 or Cohere2 (Command R7B, the paper's model), a hub
-        name or a folder, as this GPT in `dtype`. hub.py maps the settings and the weights."""
+        name or a folder, as this GPT in `dtype`; settings: block_size, dropout. hub.py maps it."""
         from hub import load_pretrained  # machinery beside the model, which imports it
-        return load_pretrained(name_or_path, dtype)
+        return load_pretrained(name_or_path, dtype, **settings)
 
     def rope(self, p0, T, device):
         """cos, sin (T, hd/2) for positions p0..p0+T-1. The table grows (doubling) as longer inputs

@@ -296,26 +296,26 @@ elif init_from != 'scratch':  # a transformers checkpoint to fine-tune (hub.py):
                               # the model
     try:
         folder = local_folder(init_from)
-        pretrained = GPT.from_pretrained(folder)
+        if os.path.realpath(str(meta['tokenizer'])) != os.path.realpath(folder):
+            fail(f"dataset {dataset!r} is tokenized with {meta['tokenizer']}, not {init_from}'s "
+                 f"own tokenizer: run python prepare_data.py --tokenizer={folder} --name=NAME and "
+                 f"train with --dataset=NAME")
+        # the weights loaded once, into the model that trains; this run's context and dropout
+        model = GPT.from_pretrained(folder, block_size=block_size, dropout=dropout)
     except ValueError as e:
         fail(str(e))
-    if os.path.realpath(str(meta['tokenizer'])) != os.path.realpath(folder):
-        fail(f"dataset {dataset!r} is tokenized with {meta['tokenizer']}, not {init_from}'s own "
-             f"tokenizer: run python prepare_data.py --tokenizer={folder} --name=NAME and train "
-             f"with --dataset=NAME")
-    model_args = dict(asdict(pretrained.config), block_size=block_size, dropout=dropout)
+    model_args = asdict(model.config)
     log(f"init_from={init_from}: its own settings "
         f"({', '.join(f'{k}={v}' for k, v in model_args.items())})")
 try:
     gptconf = GPTConfig(**model_args)
 except ValueError as e:
     fail(str(e))
-model = GPT(gptconf).to(device)
+if init_from in ('scratch', 'resume'):  # an imported model is built above, with its weights
+    model = GPT(gptconf)
+model = model.to(device)
 if checkpoint is not None:
     model.load_state_dict(checkpoint['model'])
-elif init_from != 'scratch':
-    model.load_state_dict(pretrained.state_dict())
-    pretrained = None  # free the memory
 optimizer = model.configure_optimizers(weight_decay, learning_rate, (beta1, beta2), device_type,
                                        embedding_lr_scale)
 data_rng = np.random.default_rng(seed)  # the same on every process: all draw the global batch, each
