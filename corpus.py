@@ -187,7 +187,7 @@ def text_word(enc, filler, rng):
 
 
 def retrieval_sequence(enc, filler, length, rng, needles=1, ends=0.2, distractors=0,
-                       same_wording=0.0, shared_word=0.0):
+                       same_wording=0.0, shared_word=0.0, score_last=True):
     """A training sequence of exactly `length` tokens: a window of the token array `filler` with 1
     to `needles` needles in it, then a question for each, in a random order, each followed by its
     answer. The needles are in random formats (at most one passkey, which has no key) with distinct
@@ -200,6 +200,8 @@ def retrieval_sequence(enc, filler, length, rng, needles=1, ends=0.2, distractor
     format, one noun, no passkey), so that only the key tells them apart; and each key after the
     first shares a word, in the same place, with an earlier key with probability `shared_word`
     ('amber river', then 'amber kindle'), so that the whole key must match, not one word of it.
+    With `score_last=False` a same-wording sequence leaves its last answer unscored: the value not
+    yet given, it can be answered by elimination, without reading the key.
     Returns (tokens (length,) int64, scored (length,) bool: True at the answers' tokens (the number
     and the full stop that ends it), the only targets that are trained, and [(format, key, value,
     noun, position of the needle's first token)] in the order asked)."""
@@ -280,11 +282,12 @@ def retrieval_sequence(enc, filler, length, rng, needles=1, ends=0.2, distractor
     pieces.append(text[at:])
     scored = [np.zeros(sum(map(len, pieces)), dtype=bool)]
     asked = rng.permutation(len(parts))
-    for i in asked:
+    for j, i in enumerate(asked):
         p = parts[i]
         pieces += [np.asarray(p['question'] + p['answer'], dtype=np.int64)]
+        last = one is not None and j == len(asked) - 1
         scored.append(np.r_[np.zeros(len(p['question']), dtype=bool),
-                            np.ones(len(p['answer']), dtype=bool)])
+                            np.full(len(p['answer']), score_last or not last)])
     return (np.concatenate(pieces), np.concatenate(scored),
             [(parts[i]['name'], parts[i]['key'], parts[i]['value'], parts[i]['noun'], where[i])
              for i in asked])

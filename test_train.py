@@ -153,6 +153,26 @@ def test_same_wording_sequences_bind_each_answer_to_its_key(shared_word, dataset
     assert shared == multi if shared_word else shared < multi / 2  # by chance, sometimes (20 words)
 
 
+def test_score_last_false_leaves_the_answer_elimination_gives_unscored(dataset):
+    """score_last=False: a same-wording sequence scores every answer but its last (the value not yet
+    given); a sequence of one needle, or of several wordings, scores all of its answers."""
+    enc = get_tokenizer()
+    filler = np.fromfile(os.path.join(DATA, DATASET, 'train.bin'), dtype=np.uint16)
+    counts = {}
+    for same_wording in (0.0, 1.0):
+        rng = np.random.default_rng(5)
+        for _ in range(100):
+            tokens, scored, asked = retrieval_sequence(enc, filler, 257, rng, needles=4,
+                                                       same_wording=same_wording,
+                                                       score_last=False)
+            answers = np.split(tokens, np.flatnonzero(np.diff(scored.astype(int))) + 1)[1::2]
+            values = [f" {v}." for v in list(zip(*asked))[2]]
+            cut = len(asked) > 1 and same_wording
+            assert [enc.decode(a.tolist()) for a in answers] == values[:-1] if cut else values
+            counts[same_wording, len(asked) > 1] = counts.get((same_wording, len(asked) > 1), 0) + 1
+    assert min(counts.values()) > 10  # each kind of sequence was drawn
+
+
 def test_the_held_out_format_is_never_trained(dataset):
     """No training sequence holds the held-out format's words or its keys (names), so eval_long.py's
     heldout task asks in a format the model has never seen."""

@@ -78,6 +78,8 @@ retrieval_same_wording: '[0, 1]' = 0.0    # share of multi-needle sequences with
                                           # wording
 retrieval_shared_word: '[0, 1]' = 0.0     # chance that a key shares a word, in place, with an
                                           # earlier key
+retrieval_score_last = True               # False: a same-wording sequence's last answer, given
+                                          # away by elimination, is not scored
 # model (see GPTConfig in model.py)
 n_layer: '[1, inf)' = 8
 n_head: '[1, inf)' = 4
@@ -238,7 +240,8 @@ def get_retrieval_batch(split, n, rng, T):
         draws = [retrieval_sequence(enc, data, T + 1, rng, retrieval_needles,
                                     distractors=retrieval_distractors,
                                     same_wording=retrieval_same_wording,
-                                    shared_word=retrieval_shared_word)[:2] for _ in range(n)]
+                                    shared_word=retrieval_shared_word,
+                                    score_last=retrieval_score_last)[:2] for _ in range(n)]
         seqs, scored = map(np.stack, zip(*draws))
     except ValueError as e:
         fail(f"{e}: raise the retrieval length in stages")
