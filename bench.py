@@ -28,6 +28,11 @@ Sections:
              and one forward pass (which reads every weight) in a fresh process: its peak resident
              memory against the weights' bytes (python bench.py --sections=load
              --out=results/bench/load.json --plot=)
+  prepare    not in the default sections: prepare_data.py on generated corpora of jsonl.gz
+             (documents of random passages of the plays) with 1 and more worker processes: tokens
+             per second, against tiktoken's encode_ordinary_batch on one thread in one process, and
+             the peak memory of the process and its workers together (Linux; python bench.py
+             --sections=prepare --out=results/bench/prepare.json --plot=)
 
 The two models alternate (A B A B ...) so that machine noise falls on both, and every figure is the
 median of `reps` runs. Weights are random: speed and memory do not depend on them.
@@ -79,6 +84,7 @@ loss_length: '[1, inf)' = 2048            # the loss section's context (batch tr
                                           # loss_length)
 loss_steps: '[2, inf)' = 12               # training steps per process; the median of the second
                                           # half (steady state)
+prepare_runs = ((100, 1), (100, 2), (1000, 2))  # (MB of jsonl.gz, worker processes) per run
 reps: '[1, inf)' = 3                      # runs per measurement (median), after a warm-up; the
                                           # longest run once
 device = 'auto'
@@ -222,9 +228,11 @@ if not cuda:
     keep_freed_memory()
 wanted = [s for s in sections.split(',') if s]
 if not wanted or set(wanted) - {'train', 'attention', 'prefill', 'decode', 'recompute', 'loss',
-                                'load'}:
-    fail(f"sections={sections!r}: choose from train,attention,prefill,decode,recompute,loss,load "
-         f"(comma-separated)")
+                                'load', 'prepare'}:
+    fail(f"sections={sections!r}: choose from train,attention,prefill,decode,recompute,loss,load,"
+         f"prepare (comma-separated)")
+if 'prepare' in wanted and not os.path.exists('/proc/self/smaps_rollup'):
+    fail("the prepare section reads memory from /proc (Linux): run it there, or leave it out")
 if not decode_modes or set(decode_modes) - {'eager', 'compiled'}:
     fail(f"decode_modes={decode_modes!r}: choose from eager,compiled (comma-separated)")
 
@@ -514,6 +522,82 @@ if 'load' in wanted:
                 f"{r['peak_bytes'] / r['weight_bytes']:.2f}",
                 f"{(r['peak_bytes'] - r['base_bytes']) / r['weight_bytes']:.2f}",
                 f"{r['seconds']:.1f}"]])
+
+# -----------------------------------------------------------------------------
+if 'prepare' in wanted:
+    import gzip
+    import numpy as np
+    from corpus import DATA, builtin_corpus, get_tokenizer
+
+    def tree_memory(pid):
+        """(PSS, RSS) bytes of a process and its children: PSS counts pages that forked workers
+        share once, RSS once in each process (an upper bound)."""
+        pids, total = [pid], [0, 0]
+        for p in pids:
+            try:
+                pids += map(int, open(f'/proc/{p}/task/{p}/children').read().split())
+                for i, (file, field) in enumerate((('smaps_rollup', 'Pss:'), ('status', 'VmRSS:'))):
+                    total[i] += next(int(l.split()[1]) * 1024 for l in open(f'/proc/{p}/{file}')
+                                     if l.startswith(field))
+            except (OSError, StopIteration):  # a process that ended meanwhile
+                pass
+        return total
+
+    plays, rng = [text for _, text in builtin_corpus()], np.random.default_rng(0)
+    results['prepare'], rows, made = [], [], {}
+    with tempfile.TemporaryDirectory() as folder:
+        for mb, procs in prepare_runs:
+            path = os.path.join(folder, f'{mb}mb.jsonl.gz')
+            if path not in made:  # documents of 200 to 8,000 characters from random places
+                with open(path, 'wb') as raw, gzip.GzipFile(fileobj=raw, mode='wb') as f:
+                    docs = 0
+                    while raw.tell() < mb * 1e6:
+                        play = plays[rng.integers(len(plays))]
+                        at, n = rng.integers(len(play)), rng.integers(200, 8000)
+                        f.write((json.dumps(dict(text=play[at:at + n])) + '\n').encode())
+                        docs += 1
+                made[path] = docs
+            name = f'_bench_prepare_{mb}'
+            proc = subprocess.Popen([sys.executable, 'prepare_data.py', f'--input={path}',
+                                     f'--name={name}', f'--num_proc={procs}'],
+                                    cwd=os.path.dirname(os.path.abspath(__file__)),
+                                    stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+            t, peak = time.time(), [0, 0]
+            while proc.poll() is None:
+                peak = [max(a, b) for a, b in zip(peak, tree_memory(proc.pid))]
+                time.sleep(0.1)
+            seconds = time.time() - t
+            meta = json.load(open(os.path.join(DATA, name, 'meta.json')))
+            subprocess.run(['rm', '-rf', os.path.join(DATA, name)])
+            tokens = meta['train_tokens'] + meta['val_tokens']
+            r = dict(mb=mb, num_proc=procs, documents=made[path], tokens=tokens, seconds=seconds,
+                     tokens_per_s=tokens / seconds, peak_pss=peak[0], peak_rss=peak[1],
+                     printed=proc.stdout.read().strip().splitlines()[-1])
+            results['prepare'].append(r)
+            print(r['printed'])
+        # the reference: tiktoken alone on the first 20 MB of text of the smallest corpus
+        with gzip.open(os.path.join(folder, f'{min(m for m, _ in prepare_runs)}mb.jsonl.gz'),
+                       'rt') as f:
+            texts, chars = [], 0
+            for line in f:
+                texts.append(json.loads(line)['text'])
+                chars += len(texts[-1])
+                if chars > 20e6:
+                    break
+    enc = get_tokenizer()
+    t = time.time()
+    n = sum(map(len, enc.encode_ordinary_batch(texts, num_threads=1)))
+    reference = n / (time.time() - t)
+    results['prepare_reference_tokens_per_s'] = reference
+    table(f"prepare_data.py on generated jsonl.gz (tiktoken's encode_ordinary_batch on one thread: "
+          f"{reference / 1e6:.2f}M tokens/s)",
+          ['jsonl.gz MB', 'processes', 'documents', 'M tokens', 'seconds', 'M tokens/s',
+           'per process vs tiktoken', 'peak PSS MiB', 'peak RSS MiB (sum)'],
+          [[r['mb'], r['num_proc'], f"{r['documents']:,}", f"{r['tokens'] / 1e6:,.1f}",
+            f"{r['seconds']:.1f}", f"{r['tokens_per_s'] / 1e6:.2f}",
+            f"{r['tokens_per_s'] / r['num_proc'] / reference:.2f}",
+            f"{r['peak_pss'] / 2**20:,.0f}", f"{r['peak_rss'] / 2**20:,.0f}"]
+           for r in results['prepare']])
 
 results['seconds'] = time.time() - t_start
 os.makedirs(os.path.dirname(out) or '.', exist_ok=True)

@@ -6,18 +6,22 @@ needles in text (retrieval_sequence, the long-context augmentation) and multi-qu
 recall (recall_batch).
 """
 
+import array
+import collections
 import glob
+import gzip
 import json
 import lzma
+import multiprocessing
 import os
 import re
+import time
 
 import numpy as np
 import tiktoken
 import tiktoken.load
 from tqdm import tqdm
 
-from common import write_atomic
 from configurator import fail
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -353,31 +357,64 @@ def builtin_corpus():
         return [(d['title'], d['text']) for d in map(json.loads, f)]
 
 
+DOCUMENT_FILES = ('.txt', '.md', '.jsonl', '.jsonl.gz', '.parquet')
+
+
 def read_documents(path, text_field):
-    """[(name, text)] from a .txt file, a .jsonl file or a folder of .txt/.md files."""
-    if os.path.isdir(path):
-        files = sorted(f for ext in ('txt', 'md')
-                       for f in glob.glob(os.path.join(path, '**', '*.' + ext), recursive=True))
-        if not files:
-            fail(f"no .txt or .md files under {path}")
-        return [(os.path.relpath(f, path), open(f, encoding='utf-8', errors='replace').read())
-                for f in files]
-    if not os.path.isfile(path):
-        fail(f"--input={path} not found: give a .txt file, a .jsonl file or a folder of .txt/.md "
-             f"files")
-    if path.endswith('.jsonl'):
-        docs = []
-        with open(path, encoding='utf-8') as f:
-            for n, line in enumerate(f, 1):
-                if not line.strip():
-                    continue
-                try:
-                    docs.append((f"line {n}", json.loads(line)[text_field]))
-                except (ValueError, KeyError, TypeError):
-                    fail(f"{path} line {n} is not a JSON object with a {text_field!r} field (set "
-                         f"--text_field=NAME)")
-        return docs
-    return [(os.path.basename(path), open(path, encoding='utf-8', errors='replace').read())]
+    """(title, text) of each document in a file, a folder (searched recursively) or a glob, one at
+    a time, so that a corpus of billions of tokens is never held whole: a .txt or .md file is one
+    document; each line of a .jsonl or .jsonl.gz file, and each row of a .parquet file, is one, its
+    text in the field text_field. Files are read in sorted order, so the same input gives the same
+    documents in the same order. A path that names no such file stops here, before any is read."""
+    if any(c in path for c in '*?['):
+        files = sorted(f for f in glob.glob(path, recursive=True) if f.endswith(DOCUMENT_FILES))
+    elif os.path.isdir(path):
+        files = sorted(f for f in glob.glob(os.path.join(path, '**', '*'), recursive=True)
+                       if f.endswith(DOCUMENT_FILES))
+    elif os.path.isfile(path):
+        files = [path]
+    else:
+        fail(f"--input={path} not found: give a file, a folder or a glob of "
+             f"{'/'.join(DOCUMENT_FILES)} files")
+    if not files:
+        fail(f"no {'/'.join(DOCUMENT_FILES)} files in {path}")
+    return each_document(path, files, text_field)
+
+
+def each_document(path, files, text_field):
+    """read_documents' generator, once the files are known to exist."""
+    for f in files:
+        # a document's title: its file (within the folder), then its line or row where it has them
+        title = (os.path.relpath(f, path) if os.path.isdir(path) else
+                 os.path.basename(f) if f == path else f)
+        name = '' if f == path else title + ' '
+        if f.endswith('.parquet'):
+            try:
+                import pyarrow.parquet
+            except ImportError:
+                fail(f"{f} is parquet, which needs pyarrow: pip install pyarrow")
+            table = pyarrow.parquet.ParquetFile(f)
+            if text_field not in table.schema_arrow.names:
+                fail(f"{f} has no column {text_field!r} (it has {table.schema_arrow.names}): set "
+                     f"--text_field=NAME")
+            row = 0
+            for batch in table.iter_batches(batch_size=1024, columns=[text_field]):
+                for text in batch.column(0).to_pylist():
+                    row += 1
+                    yield f"{name}row {row}", text or ''
+        elif f.endswith(('.jsonl', '.jsonl.gz')):
+            with (gzip.open if f.endswith('.gz') else open)(f, 'rt', encoding='utf-8') as lines:
+                for n, line in enumerate(lines, 1):
+                    if not line.strip():
+                        continue
+                    try:
+                        text = json.loads(line)[text_field]
+                    except (ValueError, KeyError, TypeError):
+                        fail(f"{f} line {n} is not a JSON object with a {text_field!r} field (set "
+                             f"--text_field=NAME)")
+                    yield f"{name}line {n}", text
+        else:
+            yield title, open(f, encoding='utf-8', errors='replace').read()
 
 
 def token_dtype(meta):
@@ -386,74 +423,155 @@ def token_dtype(meta):
     return np.dtype(meta.get('dtype', 'uint16'))
 
 
-def tokenize(enc, texts, num_threads):
-    """Token lists of the texts, each followed by <|endoftext|>. Long texts are cut at newlines into
-    ~1 MB pieces so that tiktoken's threads share the work; a tqdm bar counts the characters
-    done."""
-    pieces, owner = [], []
-    for i, text in enumerate(texts):
+def pieces(documents, size=2 ** 20):
+    """Tasks for the tokenizer's workers, from [(title, text)] one at a time: lists of (text, ends)
+    of about `size` characters. A long document is cut after newlines into pieces of about `size`,
+    so that one book does not keep one worker busy while the others wait; `ends` marks a document's
+    last piece, which <|endoftext|> follows. Yields (titles of the documents begun, task)."""
+    task, titles, chars = [], [], 0
+    for title, text in documents:
+        if not text.strip():
+            continue
+        titles.append(title)
         start = 0
         while start < len(text):
-            end = text.find('\n', start + 2 ** 20)
+            end = text.find('\n', start + size)
             end = len(text) if end < 0 else end + 1
-            pieces.append(text[start:end])
-            owner.append(i)
+            task.append((text[start:end], end == len(text)))
+            chars += end - start
             start = end
-    tokens = [[] for _ in texts]
-    with tqdm(total=sum(map(len, pieces)), unit='char', unit_scale=True, desc='tokenizing',
-              disable=None) as bar:
-        for at in range(0, len(pieces), 64):
-            batch = pieces[at:at + 64]
-            for i, ids in zip(owner[at:at + 64],
-                              enc.encode_ordinary_batch(batch, num_threads=num_threads)):
-                tokens[i].extend(ids)
-            bar.update(sum(map(len, batch)))
-    for t in tokens:
-        t.append(enc.eot_token)
-    return tokens
+            if chars >= size:
+                yield titles, task
+                task, titles, chars = [], [], 0
+    if task:
+        yield titles, task
 
 
-def prepare(documents, name, tokenizer='gpt2', val_fraction=0.1, seed=1337, num_threads=0):
-    """Tokenize [(title, text)], split by document, write data/<name>/. Returns the meta dict."""
-    documents = [(title, text) for title, text in documents if text.strip()]
-    if not documents:
-        fail("the input holds no text")
+ENCODER = None  # each worker's tokenizer, built once by its initializer
+
+
+def encode_task(task):
+    """In a worker: (the task's tokens, one array of the dtype, and the tokens in each piece)."""
+    ids = ENCODER.encode_ordinary_batch([text for text, _ in task], num_threads=1)
+    for piece, (_, ends) in zip(ids, task):
+        if ends:
+            piece.append(ENCODER.eot_token)
+    dtype = 'uint16' if ENCODER.n_vocab <= 2 ** 16 else 'uint32'
+    return np.concatenate([np.array(p, dtype) for p in ids]), [len(p) for p in ids]
+
+
+def start_worker(tokenizer):
+    global ENCODER
+    ENCODER = get_tokenizer(tokenizer)
+
+
+def prepare(documents, name, tokenizer='gpt2', val_fraction=0.1, seed=1337, num_proc=0):
+    """Tokenize the (title, text) documents of an iterable in num_proc worker processes (0: one per
+    core), split them by document, write data/<name>/. Returns the meta dict.
+
+    Memory stays bounded whatever the corpus: the tokens stream in input order to a temporary file,
+    keeping only each document's length (8 bytes); the split is drawn from the lengths; a second
+    pass copies each document's tokens to train.bin or val.bin. The split depends on the input and
+    the seed only, not on num_proc. Everything is written under temporary names; only when all is
+    done are the old meta.json removed, the .bin files renamed and meta.json written, so a run that
+    stops midway leaves the dataset that was there, whole, or none (train.py reads meta.json
+    first)."""
     enc = get_tokenizer(tokenizer)
     if enc.eot_token is None:
         fail(f"{tokenizer} names no end-of-sequence token (eos_token_id in config.json) to end "
              f"documents with")
-    dtype = 'uint16' if enc.n_vocab <= 2 ** 16 else 'uint32'  # 2 bytes a token where it can
-    tokens = tokenize(enc, [text for _, text in documents], num_threads or os.cpu_count())
-    if len(documents) == 1:  # one document: split it by position
-        cut = int(len(tokens[0]) * (1 - val_fraction))
-        splits = {'train': [(documents[0][0], tokens[0][:cut])],
-                  'val': [(documents[0][0], tokens[0][cut:])]}
-    else:  # whole documents to val, in a seeded order, until it holds val_fraction of the tokens
-        order = np.random.default_rng(seed).permutation(len(documents))
-        total, held, val = sum(map(len, tokens)), 0, set()
-        for i in order[:-1]:
-            if held >= val_fraction * total:
-                break
-            val.add(i)
-            held += len(tokens[i])
-        splits = {split: [(documents[i][0], tokens[i]) for i in range(len(documents))
-                          if (i in val) == (split == 'val')] for split in ('train', 'val')}
+    dtype = np.dtype('uint16' if enc.n_vocab <= 2 ** 16 else 'uint32')  # 2 bytes a token where
+                                                                        # it can
     out = os.path.join(DATA, name)
     os.makedirs(out, exist_ok=True)
-    meta = dict(name=name, tokenizer=tokenizer, vocab_size=enc.n_vocab, eot_token=enc.eot_token,
-                dtype=dtype)
-    for split, docs in splits.items():
-        arr = np.array([t for _, ids in docs for t in ids], dtype=dtype)
-        write_atomic(os.path.join(out, f'{split}.bin'), arr.tofile)
-        offsets = np.cumsum([0] + [len(ids) for _, ids in docs[:-1]]).tolist()
-        meta[f'{split}_tokens'] = len(arr)
-        meta[f'{split}_docs'] = [dict(title=t, offset=o, tokens=len(ids))
-                                 for (t, ids), o in zip(docs, offsets)]
-
-    def dump(tmp):
-        with open(tmp, 'w') as f:
+    stream, t0 = os.path.join(out, 'tokens.tmp'), time.time()
+    lengths, titles, doc = array.array('q'), [], 0  # tokens per document; titles (of 10,000 at
+                                                    # most)
+    num_proc = num_proc or os.cpu_count()
+    try:
+        # pass 1: the workers tokenize tasks in parallel; their results are written in input order,
+        # with at most 2 tasks a worker in flight, so that reading never runs ahead of writing
+        with open(stream, 'wb') as f, \
+                multiprocessing.get_context('fork').Pool(num_proc, start_worker,
+                                                          (tokenizer,)) as pool, \
+                tqdm(unit='tok', unit_scale=True, desc='tokenizing', disable=None) as bar:
+            def write(result):
+                nonlocal doc
+                tokens, counts = result.get()
+                tokens.tofile(f)
+                bar.update(len(tokens))
+                for n, (_, ends) in zip(counts, task_ends.popleft()):
+                    doc += n
+                    if ends:
+                        lengths.append(doc)
+                        doc = 0
+            pending, task_ends = collections.deque(), collections.deque()
+            for begun, task in pieces(documents):
+                if titles is not None:  # titles are listed in meta.json for up to 10,000
+                    titles += begun
+                    titles = titles if len(titles) <= 10_000 else None
+                pending.append(pool.apply_async(encode_task, (task,)))
+                task_ends.append(task)
+                if len(pending) > 2 * num_proc:
+                    write(pending.popleft())
+            while pending:
+                write(pending.popleft())
+        if not lengths:
+            fail("the input holds no text")
+        # the split: whole documents to val, in a seeded order, until it holds val_fraction of the
+        # tokens (never all of them); one document is split by position instead (its last
+        # val_fraction to val). As runs of consecutive tokens: (start, end, split)
+        sizes = np.frombuffer(lengths, dtype=np.int64)
+        total, starts = int(sizes.sum()), np.r_[0, np.cumsum(sizes)]
+        if len(sizes) == 1:
+            cut = int(total * (1 - val_fraction))
+            runs, in_val = [(0, cut, 'train'), (cut, total, 'val')], None
+        else:
+            order = np.random.default_rng(seed).permutation(len(sizes))
+            k = min(int(np.searchsorted(np.cumsum(sizes[order]), val_fraction * total)) + 1,
+                    len(sizes) - 1)
+            in_val = np.zeros(len(sizes), dtype=bool)
+            in_val[order[:k]] = True
+            edges = np.r_[0, np.flatnonzero(np.diff(in_val)) + 1, len(sizes)]
+            runs = [(starts[a], starts[b], 'val' if in_val[a] else 'train')
+                    for a, b in zip(edges[:-1], edges[1:])]
+        # pass 2: copy each run to its split's file, 16M tokens at a time
+        tokens = np.memmap(stream, dtype=dtype, mode='r')
+        meta = dict(name=name, tokenizer=tokenizer, vocab_size=enc.n_vocab,
+                    eot_token=enc.eot_token, dtype=dtype.name)
+        files = {split: open(os.path.join(out, f'{split}.bin.tmp'), 'wb')
+                 for split in ('train', 'val')}
+        for a, b, split in runs:
+            for at in range(a, b, 2 ** 24):
+                tokens[at:min(b, at + 2 ** 24)].tofile(files[split])
+        for split, f in files.items():
+            f.close()
+            if in_val is None:  # the one document, in part
+                docs, n = [0], np.array([cut if split == 'train' else total - cut])
+            else:
+                docs = np.flatnonzero(in_val == (split == 'val'))
+                n = sizes[docs]
+            meta[f'{split}_tokens'] = int(n.sum())
+            meta[f'{split}_documents'] = len(docs)
+            if titles is not None:  # each document's place in the split, where the corpus is small
+                meta[f'{split}_docs'] = [dict(title=titles[i], offset=int(o), tokens=int(t))
+                                         for i, o, t in zip(docs, np.r_[0, np.cumsum(n)[:-1]], n)]
+        with open(os.path.join(out, 'meta.json.tmp'), 'w') as f:
             json.dump(meta, f, indent=1)
-    write_atomic(os.path.join(out, 'meta.json'), dump)
-    print(f"wrote {out}: {meta['train_tokens']:,} train tokens in {len(splits['train'])} "
-          f"documents, {meta['val_tokens']:,} val tokens in {len(splits['val'])}")
+        # the new dataset replaces the old one: without meta.json in between, nothing reads a mix
+        if os.path.exists(os.path.join(out, 'meta.json')):
+            os.remove(os.path.join(out, 'meta.json'))
+        for file in ('train.bin', 'val.bin', 'meta.json'):
+            os.replace(os.path.join(out, file + '.tmp'), os.path.join(out, file))
+    finally:  # no temporary file stays, whatever stopped the run
+        for tmp in (stream, *(os.path.join(out, f + '.tmp') for f in ('train.bin', 'val.bin',
+                                                                        'meta.json'))):
+            if os.path.exists(tmp):
+                os.remove(tmp)
+        if not os.listdir(out):  # a run refused at its first document
+            os.rmdir(out)
+    seconds = time.time() - t0
+    print(f"wrote {out}: {len(sizes):,} documents ({meta['train_documents']:,} train, "
+          f"{meta['val_documents']:,} val), {total:,} tokens ({meta['train_tokens']:,} train, "
+          f"{meta['val_tokens']:,} val) in {seconds:.1f} s, {total / seconds:,.0f} tokens/s")
     return meta

@@ -18,7 +18,7 @@ from common import load_checkpoint
 from configurator import configure, in_range
 from model import GPT, GPTConfig
 from corpus import (DATA, HELD_OUT_FORMAT, HELD_OUT_NAMES, KEY_WORDS, NEEDLE_FORMATS, NOUNS,
-                    builtin_corpus, get_tokenizer, read_documents, retrieval_sequence)
+                    builtin_corpus, get_tokenizer, pieces, read_documents, retrieval_sequence)
 
 from conftest import DATASET, HERE, TINY, one_line_error, run, script_settings
 
@@ -55,14 +55,129 @@ def test_inputs_a_folder_and_jsonl(tmp_path, capsys):
     (tmp_path / 'notes' / 'a.txt').write_text('first')
     (tmp_path / 'notes' / 'b.md').write_text('second')
     (tmp_path / 'notes' / 'skip.csv').write_text('not a document')
-    assert read_documents(str(tmp_path / 'notes'), 'text') == [('a.txt', 'first'),
-                                                               ('b.md', 'second')]
+    assert list(read_documents(str(tmp_path / 'notes'), 'text')) == [('a.txt', 'first'),
+                                                                     ('b.md', 'second')]
     jsonl = tmp_path / 'docs.jsonl'
     jsonl.write_text('{"body": "one"}\n\n{"body": "two"}\n')
     assert [text for _, text in read_documents(str(jsonl), 'body')] == ['one', 'two']
     with pytest.raises(SystemExit):
-        read_documents(str(jsonl), 'text')  # no such field: one line naming the line and the fix
+        list(read_documents(str(jsonl), 'text'))  # no such field: one line naming the line, the fix
     assert "line 1" in capsys.readouterr().err
+
+
+def corpus_of(tmp_path, n=60):
+    """n short documents of varied length (a few blank), the same texts in every input format."""
+    rng = np.random.default_rng(0)
+    plays = [text for _, text in builtin_corpus()[:3]]
+    texts = []
+    for i in range(n):
+        play, at = plays[i % 3], int(rng.integers(0, 50000))
+        texts.append('' if i % 17 == 5 else play[at:at + int(rng.integers(10, 3000))])
+    return texts
+
+
+def prepared(name, tmp_path, input, **settings):
+    """prepare_data.py's output for an input: (meta.json, train tokens, val tokens, what it
+    printed); the dataset is removed after."""
+    args = [f'--input={input}', f'--name={name}'] + [f'--{k}={v}' for k, v in settings.items()]
+    p = run('prepare_data.py', *args)
+    out = os.path.join(DATA, name)
+    try:
+        meta = json.load(open(os.path.join(out, 'meta.json')))
+        bins = [np.fromfile(os.path.join(out, f'{s}.bin'), dtype=np.uint16)
+                for s in ('train', 'val')]
+    finally:
+        shutil.rmtree(out)
+    return meta, *bins, p.stdout
+
+
+def test_prepare_reads_parquet_jsonl_gz_and_txt_alike_and_splits_alike_for_any_num_proc(tmp_path):
+    """A folder of .txt files, a .jsonl.gz and a .parquet of the same texts give the same tokens,
+    each document's own with <|endoftext|> after it, split the same way by document whether one
+    worker tokenizes or two; the summary line counts documents and tokens."""
+    import gzip
+    texts = corpus_of(tmp_path)
+    (tmp_path / 'txt').mkdir()
+    for i, text in enumerate(texts):
+        (tmp_path / 'txt' / f'{i:03d}.txt').write_text(text)
+    with gzip.open(tmp_path / 'docs.jsonl.gz', 'wt') as f:
+        f.writelines(json.dumps(dict(body=t)) + '\n' for t in texts)
+    inputs = [(tmp_path / 'txt', {}), (tmp_path / 'docs.jsonl.gz', dict(text_field='body'))]
+    try:
+        import pyarrow
+        import pyarrow.parquet
+        (tmp_path / 'pq').mkdir()  # two shards, read in name order
+        for k in (0, 1):
+            half = texts[:30] if k == 0 else texts[30:]
+            pyarrow.parquet.write_table(pyarrow.table(dict(body=half)),
+                                        tmp_path / 'pq' / f'part-{k}.parquet')
+        inputs.append((str(tmp_path / 'pq' / '*.parquet'), dict(text_field='body')))
+    except ImportError:
+        print("parquet not compared: pip install pyarrow")
+    enc = get_tokenizer()
+    kept = [t for t in texts if t.strip()]
+    results = [prepared('_pytest_prep', tmp_path, path, num_proc=n, **settings)
+               for path, settings in inputs for n in (1, 2)]
+    for meta, train, val, stdout in results:
+        assert meta['train_documents'] + meta['val_documents'] == len(kept)
+        assert 0 < len(val) < 0.3 * (len(train) + len(val))
+        assert f"{len(kept)} documents" in stdout and "tokens/s" in stdout
+        assert np.array_equal(train, results[0][1]) and np.array_equal(val, results[0][2])
+    # every document whole, with its end: the split's documents in input order
+    meta, train, val, _ = results[0]
+    for split, tokens in (('train', train), ('val', val)):
+        for d in meta[f'{split}_docs']:
+            ids = tokens[d['offset']:d['offset'] + d['tokens']]
+            assert ids[-1] == enc.eot_token
+            assert enc.decode(ids[:-1].tolist()) == texts[int(d['title'][:3])]
+
+
+def test_an_interrupted_preparation_leaves_the_old_dataset_whole_or_none(tmp_path, dataset):
+    """Everything is written under temporary names and renamed at the end: a preparation stopped
+    by bad input halfway, or killed with SIGKILL while tokenizing, leaves the dataset that was there
+    byte for byte, or, where there was none, no meta.json, so that train.py refuses it in one
+    line."""
+    name, fresh = '_pytest_interrupted', '_pytest_interrupted_fresh'
+    shutil.copytree(os.path.join(DATA, DATASET), os.path.join(DATA, name))  # a dataset to replace
+    files = lambda n: {f: open(os.path.join(DATA, n, f), 'rb').read()
+                       for f in sorted(os.listdir(os.path.join(DATA, n)))}
+    before = files(name)
+    try:
+        bad = tmp_path / 'bad.jsonl'
+        bad.write_text(''.join(json.dumps(dict(text=t)) + '\n' for t in corpus_of(tmp_path) * 20)
+                       + 'not json\n')
+        p = run('prepare_data.py', f'--input={bad}', f'--name={name}', ok=False)
+        assert one_line_error(p) and 'not a JSON object' in p.stderr
+        assert files(name) == before  # and no temporary file
+        big = tmp_path / 'big.txt'  # one long document: many pieces, some seconds of work
+        big.write_text(builtin_corpus()[0][1] * 100)
+        for n in (name, fresh):
+            command = [sys.executable, 'prepare_data.py', f'--input={big}', f'--name={n}']
+            proc = subprocess.Popen(command, cwd=HERE, stdout=subprocess.DEVNULL,
+                                    stderr=subprocess.DEVNULL)
+            stream = os.path.join(DATA, n, 'tokens.tmp')
+            while not (os.path.exists(stream) and os.path.getsize(stream)) and proc.poll() is None:
+                pass
+            proc.send_signal(signal.SIGKILL)
+            assert proc.wait() == -signal.SIGKILL  # killed while tokenizing, not finished
+        assert {k: v for k, v in files(name).items() if k != 'tokens.tmp'} == before
+        assert os.listdir(os.path.join(DATA, fresh)) == ['tokens.tmp']
+        p = run('train.py', *TINY, f'--dataset={fresh}', ok=False)
+        assert one_line_error(p) and 'prepare_data.py' in p.stderr
+    finally:
+        for n in (name, fresh):
+            shutil.rmtree(os.path.join(DATA, n), ignore_errors=True)
+
+
+def test_pieces_cut_long_documents_after_newlines():
+    """corpus.pieces: a document longer than the piece size is cut after newlines, its pieces in
+    order and only the last marked as its end; blank documents are dropped; tasks hold about the
+    size."""
+    docs = [('a', 'x' * 5 + '\n' + 'y' * 9 + '\n' + 'z' * 3), ('blank', ' \n'), ('b', 'short')]
+    tasks = list(pieces(docs, size=4))
+    assert [titles for titles, _ in tasks] == [['a'], [], ['b']]  # the documents each begins
+    assert [task for _, task in tasks] == [[('x' * 5 + '\n', False)], [('y' * 9 + '\n', False)],
+                                           [('z' * 3, True), ('short', True)]]
 
 
 @pytest.mark.parametrize('length,distractors',
@@ -396,6 +511,56 @@ def test_ddp_matches_one_process(dataset, tmp_path):
             assert b[i] == pytest.approx(a[i], abs=1e-3)
 
 
+def metrics_losses(out):
+    """{(iteration, name): value} of every loss in out_dir/metrics.jsonl."""
+    return {(m['iter'], k): v for m in map(json.loads, open(os.path.join(out, 'metrics.jsonl')))
+            for k, v in m.items() if 'loss' in k}
+
+
+def test_fsdp_matches_one_process_resumes_after_kill_9_and_writes_the_usual_checkpoint(dataset,
+                                                                                       tmp_path):
+    """FSDP2 over two CPU processes (gloo), with activation checkpointing, 20 iterations across a
+    stage change: every loss in metrics.jsonl (training and evaluation, text and answers) within
+    1e-5 of one process running the same global batch as two micro-batches. A run killed with
+    SIGKILL at iteration 13, after the checkpoint of iteration 10, and resumed under FSDP ends with
+    weights within 1e-6 of the run that never stopped. The checkpoint is the one-process kind: the
+    same names, shapes and optimizer state layout; sample.py loads it and one process resumes it."""
+    args = [*TINY, '--stages=((0, 32, 2), (8, 64, 2, 48, 2))', '--max_iters=20',
+            '--eval_interval=10', '--lr_decay_iters=20', '--gradient_accumulation_steps=2']
+    fsdp = ['torch.distributed.run', '--standalone', '--nproc_per_node=2', 'train.py', *args,
+            '--fsdp=True', '--activation_checkpointing=True']
+    one, whole, cut = (str(tmp_path / n) for n in ('one', 'whole', 'cut'))
+    run('train.py', *args, '--out_dir=' + one)
+    run(*fsdp, '--out_dir=' + whole)
+    a, b = metrics_losses(one), metrics_losses(whole)
+    assert sorted(a) == sorted(b) and len(a) > 30
+    for k in a:
+        assert b[k] == pytest.approx(a[k], rel=1e-5), k
+    proc = subprocess.Popen([sys.executable, '-m', *fsdp, '--out_dir=' + cut], cwd=HERE, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                            env=dict(os.environ, OMP_NUM_THREADS='1'), start_new_session=True)
+    for line in proc.stdout:
+        if line.startswith('iter 13:'):
+            os.killpg(proc.pid, signal.SIGKILL)  # torchrun and both processes
+            break
+    proc.wait()
+    assert torch.load(os.path.join(cut, 'ckpt.pt'), weights_only=True)['iter_num'] == 10
+    run(*fsdp, '--out_dir=' + cut, '--init_from=resume')
+    ckpt = {out: torch.load(os.path.join(out, 'ckpt.pt'), weights_only=True)
+            for out in (one, whole, cut)}
+    assert ckpt[whole]['iter_num'] == ckpt[cut]['iter_num'] == 20
+    for k, w in ckpt[whole]['model'].items():
+        assert (ckpt[cut]['model'][k] - w).abs().max() <= 1e-6, k
+        assert ckpt[one]['model'][k].shape == w.shape and type(w) is torch.Tensor
+    plain, sharded = ckpt[one]['optimizer'], ckpt[whole]['optimizer']
+    assert ([g['params'] for g in plain['param_groups']]
+            == [g['params'] for g in sharded['param_groups']])
+    assert {i: {k: v.shape for k, v in s.items()} for i, s in plain['state'].items()} == \
+        {i: {k: v.shape for k, v in s.items()} for i, s in sharded['state'].items()}
+    run('sample.py', '--out_dir=' + whole, '--max_new_tokens=4', '--num_samples=1')
+    run('train.py', *args, '--max_iters=22', '--out_dir=' + whole, '--init_from=resume')
+
+
 @pytest.mark.parametrize('args,words', [
     (['train.py', '--n_layers=3'], "unknown setting 'n_layers'"),
     (['train.py', '--n_layer=three'], 'n_layer'),
@@ -406,6 +571,7 @@ def test_ddp_matches_one_process(dataset, tmp_path):
     (['sample.py', '--out_dir=/nonexistent'], 'no checkpoint'),
     (['sample.py', '--start=FILE:/nonexistent.txt'], 'not found'),
     (['prepare_data.py', '--input=/nonexistent'], 'not found'),
+    (['prepare_data.py', '--input=/nonexistent/*.parquet'], 'no .txt/.md/.jsonl/.jsonl.gz'),
     (['train.py', '--batch_size=0'], 'batch_size=0 is out of range: it must be in [1, inf)'),
     (['train.py', '--gradient_accumulation_steps=0'], 'gradient_accumulation_steps=0 is out of '
                                                       'range'),
@@ -418,6 +584,7 @@ def test_ddp_matches_one_process(dataset, tmp_path):
                                             '[0, inf)'),
     (['train.py', '--stages=((0, 64, 2, 64),)'], 'stages='),
     (['train.py', '--stages=((0, 64, 0),)'], 'a sequence in every stage'),
+    (['train.py', '--fsdp=True'], 'run under torchrun'),
     (['sample.py', '--temperature=-1'], 'temperature=-1.0 is out of range'),
     (['sample.py', '--num_samples=0'], 'num_samples=0 is out of range'),
     (['eval_long.py', '--samples=0'], 'samples=0 is out of range'), ])

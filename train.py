@@ -4,9 +4,10 @@ Train a hybrid RoPE/NoPE transformer. One process:
     python train.py config/hybrid_long.py
     python train.py config/hybrid_tiny.py --max_iters=50 --out_dir=out-test
 
-Several processes (DDP; NCCL on CUDA, gloo on CPU):
+Several processes (DDP; NCCL on CUDA, gloo on CPU), or with the model sharded over them (FSDP2):
 
     torchrun --standalone --nproc_per_node=4 train.py config/hybrid_long_gpu.py
+    torchrun --standalone --nproc_per_node=8 train.py config/hybrid_1b_gpu.py    # --fsdp=True
 
 Stages (the paper's recipe: pretrain short, then continue long; or a curriculum): `stages` lists
 from which iteration on to train at which context and batch size, e.g. in config/recall.py.
@@ -15,6 +16,7 @@ A run can also continue from a checkpoint with a new block_size / rope_theta / s
     python train.py config/hybrid_tiny.py --init_from=resume --block_size=2048 --max_iters=400
 """
 
+import functools
 import json
 import math
 import os
@@ -28,6 +30,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
+import torch.utils.checkpoint
 from torch.nn.parallel import DistributedDataParallel as DDP
 from tqdm import tqdm
 
@@ -113,6 +116,12 @@ dtype = 'auto'                            # 'auto': bfloat16 where the GPU has i
 compile = None                            # torch.compile; None = on CUDA only (on the 2-core CPU it
                                           # compiled for 50 s and gained nothing)
 backend = 'auto'                          # DDP backend: 'auto' = nccl on CUDA, gloo on CPU
+fsdp = False                              # under torchrun: shard the weights, gradients and AdamW's
+                                          # state over the processes (FSDP2) instead of giving each
+                                          # a copy (DDP): for models too big for one GPU's memory
+activation_checkpointing = False          # recompute each Block in the backward pass instead of
+                                          # keeping its activations: less memory at long contexts,
+                                          # about a third more compute
 seed: '[0, inf)' = 1337
 peak_flops: '[0, inf)' = 0.0              # for MFU; 0 = measure this device's matmul peak at
                                           # start-up
@@ -132,6 +141,12 @@ if ddp:
 else:
     rank, world = 0, 1
 master = rank == 0
+if fsdp and not ddp:
+    fail("fsdp=True shards the model over processes: run under torchrun (torchrun --standalone "
+         "--nproc_per_node=N train.py ...)")
+if fsdp and ptdtype == torch.float16:
+    fail("fsdp=True trains in bfloat16 or float32 (float16's loss scaling is not wired to FSDP): "
+         "set --dtype=bfloat16")
 if gradient_accumulation_steps % world:
     fail(f"gradient_accumulation_steps={gradient_accumulation_steps} must be a multiple of the "
          f"{world} processes")
@@ -319,13 +334,57 @@ if init_from in ('scratch', 'resume'):  # an imported model is built above, with
 model = model.to(device)
 if checkpoint is not None:
     model.load_state_dict(checkpoint['model'])
+raw_model = model  # the uncompiled, unwrapped module: what checkpoints store
+compiling = compile or (compile is None and device_type == 'cuda')
+if activation_checkpointing:  # (FSDP's hooks stay outside: a Block's weights are gathered first)
+    for block in model.transformer.h:
+        block.forward = functools.partial(torch.utils.checkpoint.checkpoint, block.forward,
+                                          use_reentrant=False)
+if fsdp:
+    # FSDP2: each Block's weights, gradients and optimizer state are split over the processes, its
+    # weights gathered just before its forward and backward, its gradients reduce-scattered after;
+    # the root holds the rest (embedding, final norm). Compute in ptdtype, gradients reduced in
+    # float32. The module stays itself (a sharded GPT): raw_model is model.
+    try:
+        from torch.distributed.checkpoint.state_dict import (
+            StateDictOptions, get_model_state_dict, get_optimizer_state_dict,
+            set_optimizer_state_dict)
+        from torch.distributed.fsdp import (MixedPrecisionPolicy, fully_shard,
+                                            register_fsdp_forward_method)
+    except ImportError:
+        fail(f"fsdp=True needs torch 2.6 or later (this is {torch.__version__}): pip install -U "
+             f"torch")
+    policy = MixedPrecisionPolicy(param_dtype=ptdtype, reduce_dtype=torch.float32)
+    for block in model.transformer.h:
+        if compiling:
+            block.compile()  # in place: the parameters keep their names
+        fully_shard(block, mp_policy=policy)
+    fully_shard(model, mp_policy=policy)
+    register_fsdp_forward_method(model, 'hidden')  # estimate_loss calls hidden(), not forward()
 optimizer = model.configure_optimizers(weight_decay, learning_rate, (beta1, beta2), device_type,
                                        embedding_lr_scale)
+# ckpt.pt holds AdamW's state as one process's optimizer.state_dict() has it, by parameter index;
+# FSDP's state dict functions key it by name
+names = {id(p): n for n, p in raw_model.named_parameters()}
+by_index = [names[id(p)] for group in optimizer.param_groups for p in group['params']]
+
+
+def rekeyed(state, key):
+    """An optimizer state dict with its parameters' keys mapped through key (index <-> name)."""
+    return dict(state={key[k]: v for k, v in state['state'].items()},
+                param_groups=[{**g, 'params': [key[k] for k in g['params']]}
+                              for g in state['param_groups']])
+
+
 data_rng = np.random.default_rng(seed)  # the same on every process: all draw the global batch, each
                                         # takes its part
 if checkpoint is not None:
     try:
-        optimizer.load_state_dict(checkpoint['optimizer'])
+        if fsdp:  # each process keeps its shard of the whole state
+            set_optimizer_state_dict(model, optimizer, rekeyed(checkpoint['optimizer'], by_index),
+                                     options=StateDictOptions(full_state_dict=True))
+        else:
+            optimizer.load_state_dict(checkpoint['optimizer'])
         data_rng.bit_generator.state = checkpoint['rng']['data']
         torch.set_rng_state(checkpoint['rng']['torch'].cpu())
         if device_type == 'cuda' and checkpoint['rng'].get('cuda') is not None:
@@ -336,11 +395,10 @@ if checkpoint is not None:
              f"train from scratch in another --out_dir")
 checkpoint = None  # free the memory
 scaler = torch.amp.GradScaler(enabled=(ptdtype == torch.float16))
-raw_model = model  # the uncompiled, unwrapped module: what checkpoints store
-if compile or (compile is None and device_type == 'cuda'):
+if compiling and not fsdp:
     log("compiling the model (a minute or so)...")
     model = torch.compile(model)
-if ddp:
+if ddp and not fsdp:
     model = DDP(model, device_ids=[local_rank] if device_type == 'cuda' else None)
 if not peak_flops:
     peak_flops = matmul_peak_flops(torch.device(device), ptdtype,
@@ -404,7 +462,18 @@ def estimate_loss(T, B, R, BR):
 
 
 def save_checkpoint():
-    state = dict(model=raw_model.state_dict(), optimizer=optimizer.state_dict(),
+    """ckpt.pt, written by the master. Under FSDP every process calls it: each sends its shards,
+    and the master receives the whole model and optimizer state, as one process would hold them."""
+    if fsdp:
+        options = StateDictOptions(full_state_dict=True, cpu_offload=True)  # to the master's CPU
+        weights = get_model_state_dict(model, options=options)
+        adamw = get_optimizer_state_dict(model, optimizer, options=options)
+        if not master:
+            return
+        adamw = rekeyed(adamw, {name: i for i, name in enumerate(by_index)})
+    else:
+        weights, adamw = raw_model.state_dict(), optimizer.state_dict()
+    state = dict(model=weights, optimizer=adamw,
                  model_args=asdict(gptconf), iter_num=iter_num, best_val_loss=best_val_loss,
                  config=settings, tokenizer=meta['tokenizer'],
                  rng=dict(data=data_rng.bit_generator.state, torch=torch.get_rng_state(),
@@ -456,9 +525,9 @@ while True:
     lr = get_lr(iter_num)
     for group in optimizer.param_groups:
         group['lr'] = lr * group['lr_scale']
-    # (done before the checkpoint)
-    if master and (iter_num % eval_interval == 0 or iter_num == max_iters) \
-            and iter_num != resumed_at:
+    # (done before the checkpoint; under FSDP by every process, each of which holds a shard)
+    if (iter_num % eval_interval == 0 or iter_num == max_iters) and iter_num != resumed_at \
+            and (master or fsdp):
         t_eval = time.time()
         losses = estimate_loss(T, max(B, 1), R, BR)
         best_val_loss = min(best_val_loss, losses['val'])
@@ -467,14 +536,17 @@ while True:
             + (f"; retrieval at {R}: answer loss {losses['answer_loss']:.4f}, exact match "
                f"{losses['answer_exact']:.3f}"
                if BR else ''))
-        metrics.write(json.dumps(dict(iter=iter_num, train_loss=losses['train'],
-                                      val_loss=losses['val'],
-                                      **{k: v for k, v in losses.items()
-                                         if k.startswith(('val_', 'answer'))})) + '\n')
-        metrics.flush()
+        if master:
+            metrics.write(json.dumps(dict(iter=iter_num, train_loss=losses['train'],
+                                          val_loss=losses['val'],
+                                          **{k: v for k, v in losses.items()
+                                             if k.startswith(('val_', 'answer'))})) + '\n')
+            metrics.flush()
         if not math.isfinite(losses['val']):
-            fail(f"the val loss is {losses['val']} at iteration {iter_num}: stopped; the last good "
-                 f"checkpoint is {ckpt_path}")
+            if master:
+                fail(f"the val loss is {losses['val']} at iteration {iter_num}: stopped; the last "
+                     f"good checkpoint is {ckpt_path}")
+            sys.exit(2)
         if iter_num > 0:
             save_checkpoint()
         t0 += time.time() - t_eval  # evaluation is not training time
@@ -493,7 +565,9 @@ while True:
                        for k in ((m * world + rank) * n for m in range(accum_per_rank))]
     loss_sum = {}
     for j, (kind, weight, X, Y) in enumerate(passes):
-        if ddp:  # synchronise gradients on the last pass only
+        if fsdp:  # reduce the gradients on the last pass only
+            model.set_requires_gradient_sync(j == len(passes) - 1)
+        elif ddp:
             model.require_backward_grad_sync = j == len(passes) - 1
         with autocast:
             _, loss = model(X, Y)
@@ -502,6 +576,8 @@ while True:
     scaler.unscale_(optimizer)
     grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(),
                                                grad_clip or float('inf'))  # 0 = no clipping
+    if fsdp:
+        grad_norm = grad_norm.full_tensor()  # the norm over every shard, as a DTensor
     if not torch.isfinite(grad_norm) and ptdtype != torch.float16:  # float16: the scaler skips the
                                                                     # step and rescales
         # a nan or inf loss makes every process's (all-reduced) gradient norm non-finite: all stop
