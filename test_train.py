@@ -65,7 +65,7 @@ def test_inputs_a_folder_and_jsonl(tmp_path, capsys):
     assert "line 1" in capsys.readouterr().err
 
 
-def corpus_of(tmp_path, n=60):
+def corpus_of(n=60):
     """n short documents of varied length (a few blank), the same texts in every input format."""
     rng = np.random.default_rng(0)
     plays = [text for _, text in builtin_corpus()[:3]]
@@ -76,7 +76,7 @@ def corpus_of(tmp_path, n=60):
     return texts
 
 
-def prepared(name, tmp_path, input, **settings):
+def prepared(name, input, **settings):
     """prepare_data.py's output for an input: (meta.json, train tokens, val tokens, what it
     printed); the dataset is removed after."""
     args = [f'--input={input}', f'--name={name}'] + [f'--{k}={v}' for k, v in settings.items()]
@@ -91,33 +91,23 @@ def prepared(name, tmp_path, input, **settings):
     return meta, *bins, p.stdout
 
 
-def test_prepare_reads_parquet_jsonl_gz_and_txt_alike_and_splits_alike_for_any_num_proc(tmp_path):
-    """A folder of .txt files, a .jsonl.gz and a .parquet of the same texts give the same tokens,
-    each document's own with <|endoftext|> after it, split the same way by document whether one
-    worker tokenizes or two; the summary line counts documents and tokens."""
+def test_prepare_reads_jsonl_gz_and_txt_alike_and_splits_alike_for_any_num_proc(tmp_path):
+    """A folder of .txt files and a .jsonl.gz of the same texts give the same tokens, each
+    document's own with <|endoftext|> after it, split the same way by document whether one worker
+    tokenizes or two; the summary line counts documents and tokens."""
     import gzip
-    texts = corpus_of(tmp_path)
+    texts = corpus_of()
     (tmp_path / 'txt').mkdir()
     for i, text in enumerate(texts):
         (tmp_path / 'txt' / f'{i:03d}.txt').write_text(text)
     with gzip.open(tmp_path / 'docs.jsonl.gz', 'wt') as f:
         f.writelines(json.dumps(dict(body=t)) + '\n' for t in texts)
-    inputs = [(tmp_path / 'txt', {}), (tmp_path / 'docs.jsonl.gz', dict(text_field='body'))]
-    try:
-        import pyarrow
-        import pyarrow.parquet
-        (tmp_path / 'pq').mkdir()  # two shards, read in name order
-        for k in (0, 1):
-            half = texts[:30] if k == 0 else texts[30:]
-            pyarrow.parquet.write_table(pyarrow.table(dict(body=half)),
-                                        tmp_path / 'pq' / f'part-{k}.parquet')
-        inputs.append((str(tmp_path / 'pq' / '*.parquet'), dict(text_field='body')))
-    except ImportError:
-        print("parquet not compared: pip install pyarrow")
     enc = get_tokenizer()
     kept = [t for t in texts if t.strip()]
-    results = [prepared('_pytest_prep', tmp_path, path, num_proc=n, **settings)
-               for path, settings in inputs for n in (1, 2)]
+    results = [prepared('_pytest_prep', path, num_proc=n, **settings)
+               for path, settings in ((tmp_path / 'txt', {}),
+                                      (tmp_path / 'docs.jsonl.gz', dict(text_field='body')))
+               for n in (1, 2)]
     for meta, train, val, stdout in results:
         assert meta['train_documents'] + meta['val_documents'] == len(kept)
         assert 0 < len(val) < 0.3 * (len(train) + len(val))
@@ -132,6 +122,24 @@ def test_prepare_reads_parquet_jsonl_gz_and_txt_alike_and_splits_alike_for_any_n
             assert enc.decode(ids[:-1].tolist()) == texts[int(d['title'][:3])]
 
 
+def test_prepare_reads_parquet_shards_as_the_same_text(tmp_path):
+    """Two parquet shards named by a glob, read in name order, give the tokens of the same texts
+    in .jsonl; a missing column is one line naming the columns there are."""
+    pyarrow = pytest.importorskip('pyarrow', reason='parquet needs pyarrow: pip install pyarrow')
+    import pyarrow.parquet
+    texts = corpus_of()
+    (tmp_path / 'pq').mkdir()
+    for k, half in enumerate((texts[:30], texts[30:])):
+        pyarrow.parquet.write_table(pyarrow.table(dict(body=half)),
+                                    tmp_path / 'pq' / f'part-{k}.parquet')
+    (tmp_path / 'docs.jsonl').write_text(''.join(json.dumps(dict(body=t)) + '\n' for t in texts))
+    a, b = (prepared('_pytest_prep', path, text_field='body')
+            for path in (tmp_path / 'docs.jsonl', tmp_path / 'pq' / '*.parquet'))
+    assert np.array_equal(a[1], b[1]) and np.array_equal(a[2], b[2])
+    p = run('prepare_data.py', f"--input={tmp_path / 'pq'}", '--name=_pytest_prep', ok=False)
+    assert one_line_error(p) and "no column 'text'" in p.stderr and 'body' in p.stderr
+
+
 def test_an_interrupted_preparation_leaves_the_old_dataset_whole_or_none(tmp_path, dataset):
     """Everything is written under temporary names and renamed at the end: a preparation stopped
     by bad input halfway, or killed with SIGKILL while tokenizing, leaves the dataset that was there
@@ -144,7 +152,7 @@ def test_an_interrupted_preparation_leaves_the_old_dataset_whole_or_none(tmp_pat
     before = files(name)
     try:
         bad = tmp_path / 'bad.jsonl'
-        bad.write_text(''.join(json.dumps(dict(text=t)) + '\n' for t in corpus_of(tmp_path) * 20)
+        bad.write_text(''.join(json.dumps(dict(text=t)) + '\n' for t in corpus_of() * 20)
                        + 'not json\n')
         p = run('prepare_data.py', f'--input={bad}', f'--name={name}', ok=False)
         assert one_line_error(p) and 'not a JSON object' in p.stderr
@@ -653,6 +661,21 @@ def test_bench_runs_every_section(tmp_path, without_matplotlib):
     kv = {(r['T'], r['pattern']): r['kv_bytes'] for r in results['decode']['rows']}
     ideal = results['decode']['kv_ideal_ratio']['64']
     assert kv[64, 'SSSN'] / kv[64, 'R'] == pytest.approx(ideal, rel=0.05)
+
+
+def test_bench_prepare_section_runs(tmp_path):
+    """bench.py --sections=prepare at toy size: prepare_data.py on generated jsonl.gz with 1 and 2
+    workers, every row's documents and tokens the same, its memory measured, the reference rate
+    printed (no timing is asserted)."""
+    out = tmp_path / 'prepare.json'
+    p = run('bench.py', '--sections=prepare', '--prepare_runs=((1, 1), (1, 2))', f'--out={out}',
+            '--plot=')
+    assert "prepare_data.py on generated jsonl.gz" in p.stdout
+    rows = json.load(open(out))['prepare']
+    assert [r['num_proc'] for r in rows] == [1, 2]
+    assert rows[0]['tokens'] == rows[1]['tokens'] > 100_000 and rows[0]['documents'] > 100
+    assert all(0 < r['peak_pss'] <= r['peak_rss'] for r in rows)
+    assert not any(name.startswith('_bench') for name in os.listdir(DATA))
 
 
 def test_a_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(trained, tmp_path):
