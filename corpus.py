@@ -89,13 +89,14 @@ class HFTokenizer:
         except ImportError:
             fail("an imported model's tokenizer needs the tokenizers package: pip install "
                  "transformers")
-        self.name, self.tok = folder, Tokenizer.from_file(path)
+        spec = open(path, encoding='utf-8').read()
+        self.name, self.tok = folder, Tokenizer.from_str(spec)
         self.n_vocab = self.tok.get_vocab_size()
         # what ends a document: the model's end-of-sequence token, as its config.json names it
         eos = json.load(open(os.path.join(folder, 'config.json'))).get('eos_token_id')
         self.eot_token = eos[0] if isinstance(eos, list) else eos
         # byte-level BPE (GPT-2, Llama 3, SmolLM3, Cohere) writes each byte as a character
-        decoder = json.dumps(json.load(open(path)).get('decoder'))
+        decoder = json.dumps(json.loads(spec).get('decoder'))
         self.byte_of = ({c: b for b, c in bytes_to_unicode().items()} if 'ByteLevel' in decoder
                         else None)
 

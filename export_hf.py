@@ -28,7 +28,6 @@ import struct
 from common import load_model
 from configurator import configure, fail
 from corpus import ASSETS, EOT, GPT2_PATTERN, GPT2_SHA256, bytes_to_unicode
-from corpus import get_tokenizer  # noqa: F401 (the encoding the exported tokenizer must reproduce)
 from hub import BLOCK_NAMES
 
 # -----------------------------------------------------------------------------
