@@ -453,12 +453,15 @@ ENCODER = None  # each worker's tokenizer, built once by its initializer
 
 def encode_task(task):
     """In a worker: (the task's tokens, one array of the dtype, and the tokens in each piece)."""
-    ids = ENCODER.encode_ordinary_batch([text for text, _ in task], num_threads=1)
-    for piece, (_, ends) in zip(ids, task):
-        if ends:
-            piece.append(ENCODER.eot_token)
+    texts = [text for text, _ in task]
+    if hasattr(ENCODER, 'encode_to_numpy'):  # tiktoken: an array straight from its buffer, not a
+                                             # Python int per token (encode_ordinary's result)
+        ids = [ENCODER.encode_to_numpy(text, disallowed_special=()) for text in texts]
+    else:  # an imported model's tokenizer
+        ids = [np.array(p, dtype=np.int64) for p in ENCODER.encode_ordinary_batch(texts)]
+    ids = [np.append(p, ENCODER.eot_token) if ends else p for p, (_, ends) in zip(ids, task)]
     dtype = 'uint16' if ENCODER.n_vocab <= 2 ** 16 else 'uint32'
-    return np.concatenate([np.array(p, dtype) for p in ids]), [len(p) for p in ids]
+    return np.concatenate(ids).astype(dtype), [len(p) for p in ids]
 
 
 def start_worker(tokenizer):
@@ -536,15 +539,17 @@ def prepare(documents, name, tokenizer='gpt2', val_fraction=0.1, seed=1337, num_
             edges = np.r_[0, np.flatnonzero(np.diff(in_val)) + 1, len(sizes)]
             runs = [(starts[a], starts[b], 'val' if in_val[a] else 'train')
                     for a, b in zip(edges[:-1], edges[1:])]
-        # pass 2: copy each run to its split's file, 16M tokens at a time
-        tokens = np.memmap(stream, dtype=dtype, mode='r')
+        # pass 2: copy each run to its split's file, 32 MB at a time; the runs follow one another,
+        # so the stream is read once, in order (read, not memory-mapped: a mapped file's pages would
+        # count in the process's memory)
         meta = dict(name=name, tokenizer=tokenizer, vocab_size=enc.n_vocab,
                     eot_token=enc.eot_token, dtype=dtype.name)
         files = {split: open(os.path.join(out, f'{split}.bin.tmp'), 'wb')
                  for split in ('train', 'val')}
-        for a, b, split in runs:
-            for at in range(a, b, 2 ** 24):
-                tokens[at:min(b, at + 2 ** 24)].tofile(files[split])
+        with open(stream, 'rb') as tokens:
+            for a, b, split in runs:
+                for at in range(a * dtype.itemsize, b * dtype.itemsize, 2 ** 25):
+                    files[split].write(tokens.read(min(b * dtype.itemsize - at, 2 ** 25)))
         for split, f in files.items():
             f.close()
             if in_val is None:  # the one document, in part
