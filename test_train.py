@@ -124,7 +124,7 @@ def test_prepare_reads_jsonl_gz_and_txt_alike_and_splits_alike_for_any_num_proc(
 
 def test_prepare_reads_parquet_shards_as_the_same_text(tmp_path):
     """Two parquet shards named by a glob, read in name order, give the tokens of the same texts
-    in .jsonl; a missing column is one line naming the columns there are."""
+    as .txt files; a missing column is one line naming the columns there are."""
     pyarrow = pytest.importorskip('pyarrow', reason='parquet needs pyarrow: pip install pyarrow')
     import pyarrow.parquet
     texts = corpus_of()
@@ -132,9 +132,11 @@ def test_prepare_reads_parquet_shards_as_the_same_text(tmp_path):
     for k, half in enumerate((texts[:30], texts[30:])):
         pyarrow.parquet.write_table(pyarrow.table(dict(body=half)),
                                     tmp_path / 'pq' / f'part-{k}.parquet')
-    (tmp_path / 'docs.jsonl').write_text(''.join(json.dumps(dict(body=t)) + '\n' for t in texts))
-    a, b = (prepared('_pytest_prep', path, text_field='body')
-            for path in (tmp_path / 'docs.jsonl', tmp_path / 'pq' / '*.parquet'))
+    (tmp_path / 'txt').mkdir()
+    for i, text in enumerate(texts):
+        (tmp_path / 'txt' / f'{i:03d}.txt').write_text(text)
+    a = prepared('_pytest_prep', tmp_path / 'txt')
+    b = prepared('_pytest_prep', tmp_path / 'pq' / '*.parquet', text_field='body')
     assert np.array_equal(a[1], b[1]) and np.array_equal(a[2], b[2])
     p = run('prepare_data.py', f"--input={tmp_path / 'pq'}", '--name=_pytest_prep', ok=False)
     assert one_line_error(p) and "no column 'text'" in p.stderr and 'body' in p.stderr

@@ -355,6 +355,8 @@ if fsdp:
         fail(f"fsdp=True needs torch 2.6 or later (this is {torch.__version__}): pip install -U "
              f"torch")
     policy = MixedPrecisionPolicy(param_dtype=ptdtype, reduce_dtype=torch.float32)
+    if compiling:
+        log("compiling each Block (a minute or so)...")
     for block in model.transformer.h:
         if compiling:
             block.compile()  # in place: the parameters keep their names
