@@ -42,6 +42,7 @@ import json
 import os
 import platform
 import resource
+import shutil
 import statistics
 import subprocess
 import sys
@@ -544,7 +545,7 @@ if 'prepare' in wanted:
         return total
 
     plays, rng = [text for _, text in builtin_corpus()], np.random.default_rng(0)
-    results['prepare'], rows, made = [], [], {}
+    results['prepare'], made = [], {}
     with tempfile.TemporaryDirectory() as folder:
         for mb, procs in prepare_runs:
             path = os.path.join(folder, f'{mb}mb.jsonl.gz')
@@ -568,7 +569,7 @@ if 'prepare' in wanted:
                 time.sleep(0.1)
             seconds = time.time() - t
             meta = json.load(open(os.path.join(DATA, name, 'meta.json')))
-            subprocess.run(['rm', '-rf', os.path.join(DATA, name)])
+            shutil.rmtree(os.path.join(DATA, name))
             tokens = meta['train_tokens'] + meta['val_tokens']
             r = dict(mb=mb, num_proc=procs, documents=made[path], tokens=tokens, seconds=seconds,
                      tokens_per_s=tokens / seconds, peak_pss=peak[0], peak_rss=peak[1],

@@ -448,7 +448,7 @@ def pieces(documents, size=2 ** 20):
         yield titles, task
 
 
-ENCODER = None  # each worker's tokenizer, built once by its initializer
+ENCODER, DTYPE = None, None  # each worker's tokenizer and token dtype, set once by start_worker
 
 
 def encode_task(task):
@@ -460,13 +460,12 @@ def encode_task(task):
     else:  # an imported model's tokenizer
         ids = [np.array(p, dtype=np.int64) for p in ENCODER.encode_ordinary_batch(texts)]
     ids = [np.append(p, ENCODER.eot_token) if ends else p for p, (_, ends) in zip(ids, task)]
-    dtype = 'uint16' if ENCODER.n_vocab <= 2 ** 16 else 'uint32'
-    return np.concatenate(ids).astype(dtype), [len(p) for p in ids]
+    return np.concatenate(ids).astype(DTYPE), [len(p) for p in ids]
 
 
-def start_worker(tokenizer):
-    global ENCODER
-    ENCODER = get_tokenizer(tokenizer)
+def start_worker(tokenizer, dtype):
+    global ENCODER, DTYPE
+    ENCODER, DTYPE = get_tokenizer(tokenizer), dtype
 
 
 def prepare(documents, name, tokenizer='gpt2', val_fraction=0.1, seed=1337, num_proc=0):
@@ -497,29 +496,28 @@ def prepare(documents, name, tokenizer='gpt2', val_fraction=0.1, seed=1337, num_
         # with at most 2 tasks a worker in flight, so that reading never runs ahead of writing
         with open(stream, 'wb') as f, \
                 multiprocessing.get_context('fork').Pool(num_proc, start_worker,
-                                                          (tokenizer,)) as pool, \
+                                                          (tokenizer, dtype)) as pool, \
                 tqdm(unit='tok', unit_scale=True, desc='tokenizing', disable=None) as bar:
-            def write(result):
+            def write(result, task):
                 nonlocal doc
                 tokens, counts = result.get()
                 tokens.tofile(f)
                 bar.update(len(tokens))
-                for n, (_, ends) in zip(counts, task_ends.popleft()):
+                for n, (_, ends) in zip(counts, task):
                     doc += n
                     if ends:
                         lengths.append(doc)
                         doc = 0
-            pending, task_ends = collections.deque(), collections.deque()
+            pending = collections.deque()  # (the worker's result to come, its task)
             for begun, task in pieces(documents):
                 if titles is not None:  # titles are listed in meta.json for up to 10,000
                     titles += begun
                     titles = titles if len(titles) <= 10_000 else None
-                pending.append(pool.apply_async(encode_task, (task,)))
-                task_ends.append(task)
+                pending.append((pool.apply_async(encode_task, (task,)), task))
                 if len(pending) > 2 * num_proc:
-                    write(pending.popleft())
+                    write(*pending.popleft())
             while pending:
-                write(pending.popleft())
+                write(*pending.popleft())
         if not lengths:
             fail("the input holds no text")
         # the split: whole documents to val, in a seeded order, until it holds val_fraction of the

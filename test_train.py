@@ -523,8 +523,7 @@ def test_ddp_matches_one_process(dataset, tmp_path):
 
 def metrics_losses(out):
     """{(iteration, name): value} of every loss in out_dir/metrics.jsonl."""
-    return {(m['iter'], k): v for m in map(json.loads, open(os.path.join(out, 'metrics.jsonl')))
-            for k, v in m.items() if 'loss' in k}
+    return {(i, k): v for i, m in metrics_lines(out) for k, v in m.items() if 'loss' in k}
 
 
 def test_fsdp_matches_one_process_resumes_after_kill_9_and_writes_the_usual_checkpoint(dataset,
