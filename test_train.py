@@ -179,6 +179,27 @@ def test_an_interrupted_preparation_leaves_the_old_dataset_whole_or_none(tmp_pat
             shutil.rmtree(os.path.join(DATA, n), ignore_errors=True)
 
 
+def test_runs_started_side_by_side_on_a_fresh_clone_prepare_the_text_once(tmp_path):
+    """reproduce.py starts two train.py at once. On a fresh clone neither finds data/shakespeare,
+    and both prepared it into the same temporary files, so that one died (found on 2026-12-06).
+    Now the first prepares it under a lock while the others wait, then find it. Three runs, in a
+    copy of the repo's scripts (Python finds modules beside a script's real path, so they are
+    copied, not linked) whose data/ is empty."""
+    for f in os.listdir(HERE):
+        if f.endswith('.py'):
+            shutil.copy(os.path.join(HERE, f), tmp_path)
+    os.symlink(os.path.join(HERE, 'assets'), tmp_path / 'assets')
+    args = [a for a in TINY if not a.startswith('--dataset')] + ['--max_iters=1', '--eval_iters=1']
+    procs = [subprocess.Popen([sys.executable, 'train.py', *args, f'--out_dir=out{i}'],
+                              cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                              text=True, env=dict(os.environ, OMP_NUM_THREADS='1'))
+             for i in range(3)]
+    errors = [p.communicate(timeout=300)[1] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0, 0], errors
+    assert sorted(os.listdir(tmp_path / 'data' / 'shakespeare')) == ['meta.json', 'train.bin',
+                                                                      'val.bin']
+
+
 def test_pieces_cut_long_documents_after_newlines():
     """corpus.pieces: a document longer than the piece size is cut after newlines, its pieces in
     order and only the last marked as its end; blank documents are dropped; tasks hold about the

@@ -16,6 +16,7 @@ A run can also continue from a checkpoint with a new block_size / rope_theta / s
     python train.py config/hybrid_tiny.py --init_from=resume --block_size=2048 --max_iters=400
 """
 
+import fcntl
 import functools
 import json
 import math
@@ -209,8 +210,13 @@ elif not os.path.exists(os.path.join(data_dir, 'meta.json')):
     if dataset != 'shakespeare':
         fail(f"dataset {dataset!r} not found in {data_dir}: run python prepare_data.py "
              f"--input=PATH --name={dataset}")
-    if master:
-        prepare(builtin_corpus(), 'shakespeare')
+    if master:  # runs started side by side (reproduce.py) prepare it once: the first to take the
+                # lock prepares, the others wait for it, then find meta.json
+        os.makedirs(DATA, exist_ok=True)
+        with open(os.path.join(DATA, 'shakespeare.lock'), 'w') as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            if not os.path.exists(os.path.join(data_dir, 'meta.json')):
+                prepare(builtin_corpus(), 'shakespeare')
     if ddp:
         dist.barrier()
 if dataset != 'recall':
