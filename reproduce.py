@@ -197,6 +197,8 @@ def train_and_evaluate(name, s, run_name):
             if done(f):
                 os.remove(os.path.join(out_dir, f))
         resume = ['--init_from=resume'] if done('ckpt.pt') else []
+        if not resume:  # a run from scratch starts its log afresh (one that stopped adds to it)
+            open(log_path, 'w').close()
         train = [python, 'train.py', config_file, f'--out_dir={out_dir}', f'--max_iters={iters}']
         # with how many runs shared how many cores, for the tables
         times = {'train': run(train + extra + resume, log_path), 'jobs': jobs,

@@ -305,7 +305,11 @@ def test_reproduce_trains_evaluates_and_tabulates(dataset, tmp_path):
             f'--dataset={DATASET}',
             f'--out_root={tmp_path}/out', f'--results={tmp_path}/results', '--eval_samples=1',
             '--eval_lengths=128,256,512']
+    log = tmp_path / 'results' / 'logs' / 'rnope_swa-s0.log'
+    log.parent.mkdir(parents=True)
+    log.write_text("$ python train.py (an earlier track's run, as a fresh clone holds it)\n")
     p = run(*args)
+    assert open(log).read().count('$ python train.py') == 1  # a run from scratch: a fresh log
     table = open(tmp_path / 'results' / 'results.md').read()
     assert '| rnope_swa (1) | `SSSN` |' in table and '**a needle format' in table
     assert '**binding: 2 needles in one wording' in table and '**binding: 4 needles' in table
