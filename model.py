@@ -287,10 +287,10 @@ class GPT(nn.Module):
 
     def rope(self, p0, T, device):
         """cos, sin (T, hd/2) for positions p0..p0+T-1. The table grows (doubling) as longer inputs
-        arrive."""
+        arrive; on another device it is made again, at its size."""
         n, cos, sin = self.rope_cache
-        if p0 + T > n or cos.device != device:
-            n = max(p0 + T, 2 * n, self.config.block_size)
+        if p0 + T > n or cos.device != torch.device(device):  # torch.device: 'cpu' as well
+            n = max(p0 + T, 2 * n if p0 + T > n else n, self.config.block_size)
             cfg = self.config
             cos, sin = rope_tables(torch.arange(n, device=device), cfg.n_embd // cfg.n_head,
                                    cfg.rope_theta)

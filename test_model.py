@@ -183,6 +183,18 @@ def test_rope_scores_depend_only_on_relative_position():
     assert (scores(5, 0) - scores(0, 0)).abs().max() > 1e-2
 
 
+def test_the_rope_table_grows_only_with_the_positions_asked_for():
+    """Asked again for the same positions, with the device as a tensor's or as a string, the table
+    keeps its size (a string once made it double at every call, 2**n rows after n calls)."""
+    model = make('R', n_layer=1)
+    for device in (torch.device('cpu'), 'cpu', 'cpu', torch.device('cpu')):
+        model.rope(0, 10, device)
+    n = model.rope_cache[0]
+    assert n == model.config.block_size
+    model.rope(0, n + 1, 'cpu')  # longer: doubled
+    assert model.rope_cache[0] == 2 * n
+
+
 @pytest.mark.parametrize('qk_norm', [True, False])
 def test_qk_norm_makes_output_invariant_to_qk_scale(qk_norm):
     model = make('SSSN', qk_norm=qk_norm)
