@@ -202,11 +202,12 @@ def log(message):
 # where a stage asks for them, synthetic retrieval sequences (corpus.py) whose only targets are the
 # answers
 data_dir = os.path.join(DATA, dataset)
+meta_path = os.path.join(data_dir, 'meta.json')
 if dataset == 'recall':
     meta = dict(vocab_size=RECALL_VOCAB, tokenizer=None)
     if min(s.block_size for s in stages) < 6:
         fail("a recall sequence needs at least 6 tokens (one pair): raise block_size")
-elif not os.path.exists(os.path.join(data_dir, 'meta.json')):
+elif not os.path.exists(meta_path):
     if dataset != 'shakespeare':
         fail(f"dataset {dataset!r} not found in {data_dir}: run python prepare_data.py "
              f"--input=PATH --name={dataset}")
@@ -215,12 +216,12 @@ elif not os.path.exists(os.path.join(data_dir, 'meta.json')):
         os.makedirs(DATA, exist_ok=True)
         with open(os.path.join(DATA, 'shakespeare.lock'), 'w') as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
-            if not os.path.exists(os.path.join(data_dir, 'meta.json')):
+            if not os.path.exists(meta_path):
                 prepare(builtin_corpus(), 'shakespeare')
     if ddp:
         dist.barrier()
 if dataset != 'recall':
-    with open(os.path.join(data_dir, 'meta.json')) as f:
+    with open(meta_path) as f:
         meta = json.load(f)
     enc = get_tokenizer(meta['tokenizer'])
     for split in ('train', 'val'):
