@@ -393,6 +393,26 @@ def test_a_run_killed_and_resumed_across_a_stage_change_ends_bit_identical(datas
     assert len({(i, tuple(m)) for i, m in metrics_lines(cut)}) == len(metrics_lines(cut))
 
 
+def test_a_stage_s_same_wording_share_changes_its_retrieval_sequences_only(dataset, tmp_path):
+    """A stage's sixth number, the share of its multi-needle retrieval sequences in one wording,
+    reaches the draws from that stage on: two runs that differ only in the second stage's share
+    train identically before it (their loss at every step the same) and on other sequences after
+    it (the answers' loss differs at every step), and the log names the share."""
+    runs = {}
+    for share in ('0.0', '1.0'):
+        p = run('train.py', *TINY, f'--stages=((0, 48, 2, 48, 2), (3, 48, 2, 48, 2, {share}))',
+                '--max_iters=6', '--eval_interval=100', '--retrieval_needles=3',
+                '--out_dir=' + str(tmp_path / share))
+        runs[share] = {int(i): (float(text), float(answers)) for i, text, answers in re.findall(
+            r'^iter (\d+): loss ([\d.]+).*answer loss ([\d.]+)', p.stdout, re.M)}
+        assert ('1 of those with several needles in one wording' in p.stdout) == (share == '1.0')
+    assert sorted(runs['0.0']) == sorted(runs['1.0']) == [1, 2, 3, 4, 5, 6]
+    before, after = ([(runs['0.0'][i], runs['1.0'][i]) for i in steps]
+                     for steps in ((1, 2, 3), (4, 5, 6)))
+    assert all(a == b for a, b in before)
+    assert all(a[1] != b[1] for a, b in after)
+
+
 def test_a_run_from_scratch_never_overwrites_a_checkpoint(trained, tmp_path):
     """Started again where a model exists, train.py refuses in one line naming that model and the
     ways on, and leaves the checkpoint as it was; a run from scratch in a folder with only old
@@ -614,6 +634,7 @@ def test_fsdp_matches_one_process_resumes_after_kill_9_and_writes_the_usual_chec
                                             '[0, inf)'),
     (['train.py', '--stages=((0, 64, 2, 64),)'], 'stages='),
     (['train.py', '--stages=((0, 64, 0),)'], 'a sequence in every stage'),
+    (['train.py', '--stages=((0, 64, 2, 48, 2, 1.5),)'], 'same_wording in [0, 1]'),
     (['train.py', '--fsdp=True'], 'run under torchrun'),
     (['sample.py', '--temperature=-1'], 'temperature=-1.0 is out of range'),
     (['sample.py', '--num_samples=0'], 'num_samples=0 is out of range'),

@@ -67,19 +67,20 @@ gradient_accumulation_steps: '[1, inf)' = 1  # micro-batches per optimizer step,
                                              # together
 block_size: '[1, inf)' = 2048             # training context length
 stages = ()                               # ((from_iter, block_size, batch_size[, retrieval_length,
-                                          # retrieval_batch]), ...): from each iteration on, the
-                                          # text's context and micro-batch, and the retrieval
-                                          # sequences trained beside them
+                                          # retrieval_batch[, same_wording]]), ...): from each
+                                          # iteration on, the text's context and micro-batch, and
+                                          # the retrieval sequences trained beside them
                                           # (corpus.retrieval_sequence: needles in text, only the
-                                          # answers scored); () = one stage of text
+                                          # answers scored), with the share in [0, 1] of those with
+                                          # several needles that put them all in one wording, so
+                                          # that only the key tells them apart (default 0);
+                                          # () = one stage of text
 retrieval_needles: '[1, inf)' = 4         # up to this many needles per retrieval sequence, each
                                           # asked for
 retrieval_weight: '[0, inf)' = 1.0        # the answers' mean loss is added to the text's with this
                                           # weight
 retrieval_distractors: '[0, inf)' = 0     # up to this many needle-shaped sentences without a number
                                           # in each
-retrieval_same_wording: '[0, 1]' = 0.0    # share of multi-needle sequences with every needle in one
-                                          # wording
 retrieval_shared_word: '[0, 1]' = 0.0     # chance that a key shares a word, in place, with an
                                           # earlier key
 retrieval_score_last = True               # False: a same-wording sequence's last answer, given
@@ -164,24 +165,28 @@ if device_type == 'cuda':
     torch.backends.cudnn.allow_tf32 = True
 
 # stages: from which iteration on the text has which context and micro-batch, and the retrieval
-# sequences theirs (0, 0: none). A config writes each as a tuple in this order; train.py reads them
-# by name.
-Stage = namedtuple('Stage', 'from_iter block_size batch_size retrieval_length retrieval_batch')
+# sequences theirs (0, 0: none) and their share in one wording. A config writes each as a tuple in
+# this order; train.py reads them by name.
+Stage = namedtuple('Stage', 'from_iter block_size batch_size retrieval_length retrieval_batch '
+                            'same_wording')
 if stages:
-    stages = tuple(Stage(*s, *(0, 0)[:5 - len(s)]) if type(s) is tuple and len(s) in (3, 5)
-                   and all(type(v) is int and v >= 0 for v in s) else s for s in stages)
+    stages = tuple(Stage(*s, *(0, 0, 0.0)[len(s) - 3:])
+                   if type(s) is tuple and len(s) in (3, 5, 6)
+                   and all(type(v) is int and v >= 0 for v in s[:5])
+                   and (len(s) < 6 or type(s[5]) in (int, float) and 0 <= s[5] <= 1)
+                   else s for s in stages)
     if not all(type(s) is Stage and s.block_size > 0 and s.batch_size + s.retrieval_batch > 0
                and (s.retrieval_length > 0 or not s.retrieval_batch) for s in stages) \
             or [s.from_iter for s in stages] != sorted({s.from_iter for s in stages}) \
             or stages[0].from_iter != 0:
         fail(f"stages={settings['stages']} must be ((0, block_size, batch_size[, retrieval_length, "
-             f"retrieval_batch]), (from_iter, ...), ...) with increasing from_iter, positive "
-             f"lengths and a sequence in every stage")
+             f"retrieval_batch[, same_wording]]), (from_iter, ...), ...) with increasing "
+             f"from_iter, positive lengths, a sequence in every stage and same_wording in [0, 1]")
     last = stages[-1]  # the model's training length: the longest sequence of the last stage
     block_size = max(last.block_size if last.batch_size else 0,
                      last.retrieval_length if last.retrieval_batch else 0)
 else:
-    stages = (Stage(0, block_size, batch_size, 0, 0),)
+    stages = (Stage(0, block_size, batch_size, 0, 0, 0.0),)
 if dataset == 'recall' and any(s.retrieval_batch for s in stages):
     fail("dataset='recall' has no retrieval sequences of text: give stages of three numbers")
 
@@ -254,14 +259,14 @@ def get_batch(split, n, rng, T):
     return seqs[:, :-1], seqs[:, 1:]
 
 
-def get_retrieval_batch(split, n, rng, T):
+def get_retrieval_batch(split, n, rng, T, same_wording):
     """n retrieval sequences (n, T) of inputs and targets, the targets -1 but at the answers' value
-    tokens."""
+    tokens; same_wording of those with several needles in one wording."""
     data = np.memmap(os.path.join(data_dir, f'{split}.bin'), dtype=token_dtype(meta), mode='r')
     try:
         draws = [retrieval_sequence(enc, data, T + 1, rng, retrieval_needles,
                                     distractors=retrieval_distractors,
-                                    same_wording=retrieval_same_wording,
+                                    same_wording=same_wording,
                                     shared_word=retrieval_shared_word,
                                     score_last=retrieval_score_last)[:2] for _ in range(n)]
         seqs, scored = map(np.stack, zip(*draws))
@@ -425,17 +430,20 @@ def get_lr(it):
 
 
 @torch.no_grad()
-def estimate_loss(T, B, R, BR):
+def estimate_loss(stage):
     """Mean loss over eval_iters batches (B, T) of plain text, the same batches every time; for
     dataset='recall' also the accuracy of the answers (argmax) on the val batches. Where the stage
     trains retrieval sequences, also their answers' loss and exact match (every value token right,
-    teacher-forced) on eval_iters batches (BR, R) of retrieval sequences in the val text."""
+    teacher-forced) on eval_iters batches (BR, R) of retrieval sequences in the val text, drawn as
+    the stage draws them."""
+    T, B = stage.block_size, max(stage.batch_size, 1)
+    R, BR = stage.retrieval_length, stage.retrieval_batch
     model.eval()
     out = {}
     if BR:
         rng, losses, right = np.random.default_rng(seed + 2), [], []
         for _ in range(eval_iters):
-            X, Y = get_retrieval_batch('val', BR, rng, R)
+            X, Y = get_retrieval_batch('val', BR, rng, R, stage.same_wording)
             scored = Y != -1
             with autocast:
                 # (answer tokens, vocab)
@@ -522,13 +530,15 @@ while True:
     T, B = stage.block_size, stage.batch_size                # text: B sequences of T tokens
     R, BR = stage.retrieval_length, stage.retrieval_batch    # retrieval sequences: BR of R tokens
     tokens_per_iter = gradient_accumulation_steps * (B * T + BR * R)
-    if (T, B, R, BR) != current:
-        current = (T, B, R, BR)
+    if stage != current:
+        current = stage
         log(f"from iter {iter_num}: "
             + (f"context {T}, {gradient_accumulation_steps} x {B} sequences" if B else 'no text')
             + (f", {recall_pairs_at(T)} pairs per sequence" if dataset == 'recall' else '')
             + (f"; retrieval sequences of {R} tokens, {gradient_accumulation_steps} x {BR}, "
                f"answers scored" if BR else '')
+            + (f", {stage.same_wording:g} of those with several needles in one wording"
+               if BR and stage.same_wording else '')
             + f"; {tokens_per_iter:,} tokens/iter")
         t0, step_losses = time.time(), []
     lr = get_lr(iter_num)
@@ -538,7 +548,7 @@ while True:
     if (iter_num % eval_interval == 0 or iter_num == max_iters) and iter_num != resumed_at \
             and (master or fsdp):
         t_eval = time.time()
-        losses = estimate_loss(T, max(B, 1), R, BR)
+        losses = estimate_loss(stage)
         best_val_loss = min(best_val_loss, losses['val'])
         log(f"eval {iter_num}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f}"
             + (f", val accuracy {losses['val_accuracy']:.3f}" if dataset == 'recall' else '')
@@ -566,8 +576,9 @@ while True:
     # text and the retrieval sequences have their own lengths, so each micro-step is one pass over
     # each (weighted)
     passes = []
+    retrieval_batch = functools.partial(get_retrieval_batch, same_wording=stage.same_wording)
     for kind, n, get, length, weight in (('text', B, get_batch, T, 1.0),
-                                         ('answers', BR, get_retrieval_batch, R, retrieval_weight)):
+                                         ('answers', BR, retrieval_batch, R, retrieval_weight)):
         if n:
             X_all, Y_all = get('train', gradient_accumulation_steps * n, data_rng, length)
             passes += [(kind, weight, X_all[k:k + n], Y_all[k:k + n])
