@@ -576,9 +576,9 @@ while True:
     # text and the retrieval sequences have their own lengths, so each micro-step is one pass over
     # each (weighted)
     passes = []
-    retrieval_batch = functools.partial(get_retrieval_batch, same_wording=stage.same_wording)
+    draw_retrieval = functools.partial(get_retrieval_batch, same_wording=stage.same_wording)
     for kind, n, get, length, weight in (('text', B, get_batch, T, 1.0),
-                                         ('answers', BR, retrieval_batch, R, retrieval_weight)):
+                                         ('answers', BR, draw_retrieval, R, retrieval_weight)):
         if n:
             X_all, Y_all = get('train', gradient_accumulation_steps * n, data_rng, length)
             passes += [(kind, weight, X_all[k:k + n], Y_all[k:k + n])
