@@ -192,7 +192,7 @@ def text_word(enc, filler, rng):
 
 
 def retrieval_sequence(enc, filler, length, rng, needles=1, ends=0.2, distractors=0,
-                       same_wording=0.0, shared_word=0.0, score_last=True):
+                       same_wording=0.0, shared_word=0.0, score_last=True, text_nouns=0.0):
     """A training sequence of exactly `length` tokens: a window of the token array `filler` with 1
     to `needles` needles in it, then a question for each, in a random order, each followed by its
     answer. The needles are in random formats (at most one passkey, which has no key) with distinct
@@ -206,25 +206,32 @@ def retrieval_sequence(enc, filler, length, rng, needles=1, ends=0.2, distractor
     first shares a word, in the same place, with an earlier key with probability `shared_word`
     ('amber river', then 'amber kindle'), so that the whole key must match, not one word of it.
     With `score_last=False` a same-wording sequence leaves its last answer unscored: the value not
-    yet given, it can be answered by elimination, without reading the key.
+    yet given, it can be answered by elimination, without reading the key. With probability
+    `text_nouns` a needle's noun is one or two words of the text ('spoil', 'gentle crown') instead
+    of one of NOUNS, so that the wording, like the key, is not a closed list to memorise.
     Returns (tokens (length,) int64, scored (length,) bool: True at the answers' tokens (the number
     and the full stop that ends it), the only targets that are trained, and [(format, key, value,
     noun, position of the needle's first token)] in the order asked)."""
     parts, keys, n = [], set(), int(rng.integers(1, needles + 1))
     size = lambda ps: sum(len(p['needle']) + len(p['question']) + len(p['answer']) for p in ps)
+    def draw_noun():  # no draw for text_nouns=0: recipes without it see the same sequences
+        if text_nouns and rng.random() < text_nouns:
+            return ' '.join(text_word(enc, filler, rng) for _ in range(rng.integers(1, 3)))
+        return NOUNS[rng.integers(len(NOUNS))]
+
     # the one wording (format, noun) of a same-wording sequence; no draw when same_wording=0, so
     # that recipes without it see the same sequences as before
     one = None
     if same_wording and n > 1 and rng.random() < same_wording:
         keyed = [name for name in NEEDLE_FORMATS if name != 'passkey']
-        one = (keyed[rng.integers(len(keyed))], NOUNS[rng.integers(len(NOUNS))])
+        one = (keyed[rng.integers(len(keyed))], draw_noun())
     # draws; a needle that does not fit beside the ones drawn before is left out
     for _ in range(8 * n):
         name = list(NEEDLE_FORMATS)[rng.integers(len(NEEDLE_FORMATS))]
         key = random_key(rng) if name != 'passkey' else None
         digits = int(rng.integers(5, 8))
         value = str(rng.integers(10 ** (digits - 1), 10 ** digits))
-        noun = NOUNS[rng.integers(len(NOUNS))]
+        noun = draw_noun()
         # Half the keys are two words of the text itself ('your spoil'), not of KEY_WORDS: a model
         # that knew only 20 words as keys answered for no other key
         # (results/pilots/text_retrieval_pilots.md, H, K).

@@ -85,6 +85,8 @@ retrieval_shared_word: '[0, 1]' = 0.0     # chance that a key shares a word, in 
                                           # earlier key
 retrieval_score_last = True               # False: a same-wording sequence's last answer, given
                                           # away by elimination, is not scored
+retrieval_text_nouns: '[0, 1]' = 0.0      # chance that a needle's noun is words of the text, not
+                                          # one of corpus.NOUNS
 # model (see GPTConfig in model.py)
 n_layer: '[1, inf)' = 8
 n_head: '[1, inf)' = 4
@@ -268,7 +270,8 @@ def get_retrieval_batch(split, n, rng, T, same_wording):
                                     distractors=retrieval_distractors,
                                     same_wording=same_wording,
                                     shared_word=retrieval_shared_word,
-                                    score_last=retrieval_score_last)[:2] for _ in range(n)]
+                                    score_last=retrieval_score_last,
+                                    text_nouns=retrieval_text_nouns)[:2] for _ in range(n)]
         seqs, scored = map(np.stack, zip(*draws))
     except ValueError as e:
         fail(f"{e}: raise the retrieval length in stages")
