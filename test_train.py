@@ -319,6 +319,37 @@ def test_score_last_false_leaves_the_answer_elimination_gives_unscored(dataset):
     assert min(counts.values()) > 10  # each kind of sequence was drawn
 
 
+def test_text_nouns_draw_the_wording_s_noun_from_the_text_and_change_nothing_at_zero(dataset):
+    """text_nouns=1: every noun is one or two words of the text, never one of NOUNS nor a held-out
+    word, the needle and its question say it, and a same-wording sequence keeps one noun;
+    text_nouns=0 draws exactly the sequences of a call without it."""
+    enc = get_tokenizer()
+    filler = np.fromfile(os.path.join(DATA, DATASET, 'train.bin'), dtype=np.uint16)
+    text = enc.decode(filler.tolist())
+    held = {w.lower() for w in HELD_OUT_NAMES} | {'vault', 'combination'}
+    rng, sizes = np.random.default_rng(3), set()
+    for _ in range(200):
+        tokens, _, asked = retrieval_sequence(enc, filler, 257, rng, needles=4, same_wording=1.0,
+                                              text_nouns=1.0)
+        names, _, _, nouns, _ = zip(*asked)
+        if len(asked) > 1:  # one wording
+            assert len(set(nouns)) == 1
+        for name, key, value, noun, start in asked:
+            words = noun.split(' ')
+            sizes.add(len(words))
+            assert noun not in NOUNS and not {w.lower() for w in words} & held
+            assert all(f" {w}" in text for w in words)  # a word-token of the text
+            needle = enc.encode_ordinary(' ' + NEEDLE_FORMATS[name][0].format(
+                key=key, value=value, noun=noun))
+            assert tokens[start:start + len(needle)].tolist() == needle
+    assert sizes == {1, 2}
+    for seed in range(20):
+        a, b = (retrieval_sequence(enc, filler, 257, np.random.default_rng(seed), needles=4,
+                                   distractors=4, same_wording=0.5, **kw)
+                for kw in ({}, {'text_nouns': 0.0}))
+        assert np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1]) and a[2] == b[2]
+
+
 def test_the_held_out_format_is_never_trained(dataset):
     """No training sequence holds the held-out format's words or its keys (names), so eval_long.py's
     heldout task asks in a format the model has never seen."""
