@@ -342,6 +342,7 @@ def test_text_nouns_draw_the_wording_s_noun_from_the_text_and_change_nothing_at_
             needle = enc.encode_ordinary(' ' + NEEDLE_FORMATS[name][0].format(
                 key=key, value=value, noun=noun))
             assert tokens[start:start + len(needle)].tolist() == needle
+            assert NEEDLE_FORMATS[name][1].format(key=key, noun=noun) in enc.decode(tokens.tolist())
     assert sizes == {1, 2}
     for seed in range(20):
         a, b = (retrieval_sequence(enc, filler, 257, np.random.default_rng(seed), needles=4,
