@@ -332,6 +332,7 @@ def test_text_nouns_draw_the_wording_s_noun_from_the_text_and_change_nothing_at_
         tokens, _, asked = retrieval_sequence(enc, filler, 257, rng, needles=4, same_wording=1.0,
                                               text_nouns=1.0)
         names, _, _, nouns, _ = zip(*asked)
+        decoded = enc.decode(tokens.tolist())
         if len(asked) > 1:  # one wording
             assert len(set(nouns)) == 1
         for name, key, value, noun, start in asked:
@@ -342,7 +343,7 @@ def test_text_nouns_draw_the_wording_s_noun_from_the_text_and_change_nothing_at_
             needle = enc.encode_ordinary(' ' + NEEDLE_FORMATS[name][0].format(
                 key=key, value=value, noun=noun))
             assert tokens[start:start + len(needle)].tolist() == needle
-            assert NEEDLE_FORMATS[name][1].format(key=key, noun=noun) in enc.decode(tokens.tolist())
+            assert NEEDLE_FORMATS[name][1].format(key=key, noun=noun) in decoded
     assert sizes == {1, 2}
     for seed in range(20):
         a, b = (retrieval_sequence(enc, filler, 257, np.random.default_rng(seed), needles=4,
