@@ -163,6 +163,7 @@ HELD_OUT_FORMAT = ("The vault combination for {key} is {value}.",
                    "What is the vault combination for {key}? The vault combination for {key} is")
 HELD_OUT_NAMES = ('Rosalind', 'Quince', 'Bertram', 'Imogen', 'Perdita', 'Malvolio', 'Octavia',
                   'Benvolio', 'Cordelia', 'Horatio')  # its keys are two of these: 'Imogen Quince'
+HELD_OUT_WORDS = {w.lower() for w in HELD_OUT_NAMES} | {'vault', 'combination'}  # never trained
 
 
 def random_key(rng):
@@ -180,11 +181,10 @@ def text_word(enc, filler, rng):
     -> 'Romeo'; never one of the held-out format's names or words, so that eval_long.py's heldout
     task stays unseen."""
     if enc.name not in WORD_TOKENS:
-        banned = [w.lower() for w in HELD_OUT_NAMES + ('vault', 'combination')]
         pieces = [enc.decode_single_token_bytes(t) for t in range(enc.n_vocab)]
         WORD_TOKENS[enc.name] = np.array([
             p[:1] == b' ' and len(p) > 3 and p[1:].isalpha()
-            and not any(w in p[1:].decode().lower() for w in banned) for p in pieces])
+            and not any(w in p[1:].decode().lower() for w in HELD_OUT_WORDS) for p in pieces])
     while True:  # about half the tokens of English text are words: a few draws
         t = int(filler[rng.integers(len(filler))])
         if t < len(WORD_TOKENS[enc.name]) and WORD_TOKENS[enc.name][t]:

@@ -17,8 +17,9 @@ import torch
 from common import load_checkpoint
 from configurator import configure, in_range
 from model import GPT, GPTConfig
-from corpus import (DATA, HELD_OUT_FORMAT, HELD_OUT_NAMES, KEY_WORDS, NEEDLE_FORMATS, NOUNS,
-                    builtin_corpus, get_tokenizer, pieces, read_documents, retrieval_sequence)
+from corpus import (DATA, HELD_OUT_FORMAT, HELD_OUT_NAMES, HELD_OUT_WORDS, KEY_WORDS,
+                    NEEDLE_FORMATS, NOUNS, builtin_corpus, get_tokenizer, pieces, read_documents,
+                    retrieval_sequence)
 
 from conftest import DATASET, HERE, TINY, one_line_error, run, script_settings
 
@@ -272,7 +273,6 @@ def test_same_wording_sequences_bind_each_answer_to_its_key(shared_word, dataset
     enc = get_tokenizer()
     filler = np.fromfile(os.path.join(DATA, DATASET, 'train.bin'), dtype=np.uint16)
     rng = np.random.default_rng(11)
-    held = {w.lower() for w in HELD_OUT_NAMES} | {'vault', 'combination'}
     multi = shared = 0
     for _ in range(200):
         tokens, scored, asked = retrieval_sequence(enc, filler, 257, rng, needles=4, distractors=4,
@@ -280,7 +280,7 @@ def test_same_wording_sequences_bind_each_answer_to_its_key(shared_word, dataset
         names, keys, values, nouns, starts = zip(*asked)
         assert len(set(keys)) == len(keys)
         # (the text may hold them)
-        assert not any(set(re.split('[- ]', key.lower())) & held for key in keys if key)
+        assert not any(set(re.split('[- ]', key.lower())) & HELD_OUT_WORDS for key in keys if key)
         if len(asked) > 1:
             multi += 1
             assert len(set(names)) == 1 and 'passkey' not in names
@@ -326,7 +326,6 @@ def test_text_nouns_draw_the_wording_s_noun_from_the_text_and_change_nothing_at_
     enc = get_tokenizer()
     filler = np.fromfile(os.path.join(DATA, DATASET, 'train.bin'), dtype=np.uint16)
     text = enc.decode(filler.tolist())
-    held = {w.lower() for w in HELD_OUT_NAMES} | {'vault', 'combination'}
     rng, sizes = np.random.default_rng(3), set()
     for _ in range(200):
         tokens, _, asked = retrieval_sequence(enc, filler, 257, rng, needles=4, same_wording=1.0,
@@ -338,7 +337,7 @@ def test_text_nouns_draw_the_wording_s_noun_from_the_text_and_change_nothing_at_
         for name, key, value, noun, start in asked:
             words = noun.split(' ')
             sizes.add(len(words))
-            assert noun not in NOUNS and not {w.lower() for w in words} & held
+            assert noun not in NOUNS and not {w.lower() for w in words} & HELD_OUT_WORDS
             assert all(f" {w}" in text for w in words)  # a word-token of the text
             needle = enc.encode_ordinary(' ' + NEEDLE_FORMATS[name][0].format(
                 key=key, value=value, noun=noun))
@@ -361,7 +360,7 @@ def test_the_held_out_format_is_never_trained(dataset):
     from_text = 0  # keys that are words of the text, not of KEY_WORDS
     trained = (' '.join(needle + ' ' + question for needle, question in NEEDLE_FORMATS.values())
                + ' '.join(NOUNS))
-    for word in ('vault', 'combination'):
+    for word in HELD_OUT_WORDS - {w.lower() for w in HELD_OUT_NAMES}:  # the format's own words
         assert word in HELD_OUT_FORMAT[0] and word in HELD_OUT_FORMAT[1] and word not in trained
     assert not set(HELD_OUT_NAMES) & set(KEY_WORDS)
     for _ in range(300):
@@ -374,7 +373,7 @@ def test_the_held_out_format_is_never_trained(dataset):
             assert 'vault' not in needle and not any(held in needle for held in HELD_OUT_NAMES)
             words = set(re.split('[- ]', key.lower())) if key else set()
             from_text += not words <= set(KEY_WORDS)
-            assert not words & ({w.lower() for w in HELD_OUT_NAMES} | {'vault', 'combination'})
+            assert not words & HELD_OUT_WORDS
         tail = sum(len(enc.encode_ordinary(f"\n{q} {v}."))
                    for (_, q), (_, _, v, _, _) in zip(texts, asked))
         questions = enc.decode(tokens[-tail:].tolist())
