@@ -13,9 +13,10 @@
 #       --master_port=29500 train.py config/hybrid_1b_gpu.py
 #   torchrun --nnodes=2 --node_rank=1 --nproc_per_node=8 --master_addr=10.0.0.1 \
 #       --master_port=29500 train.py config/hybrid_1b_gpu.py
-# The design is config/hybrid_long.py's: 'SSSN' layers, RoPE theta 10k, GQA, windows of an eighth
-# of the context. Text only: the CPU recipe's retrieval sequences are untested at this scale. No GPU
-# has run this config yet, so no throughput or memory figure is given.
+# The design is config/hybrid_long.py's: 'SSSN' layers, RoPE theta 10k, windows of an eighth of the
+# context; GQA here, to keep the KV cache small at this size. Text only: the CPU recipe's retrieval
+# sequences are untested at this scale. No GPU has run this config yet, so no throughput or memory
+# figure is given.
 out_dir = 'out-hybrid-1b-gpu'
 dataset = 'fineweb-edu'
 layer_pattern = 'SSSN'   # 20 layers: 15 'S', 5 'N'

@@ -2,8 +2,8 @@
 #   python train.py config/hybrid_long_gpu.py                                   # one GPU
 #   torchrun --standalone --nproc_per_node=8 train.py config/hybrid_long_gpu.py  # eight
 # The same design as config/hybrid_long.py: 'SSSN' layers, RoPE theta 10k, windows of 1024 (an
-# eighth of the context), GQA. Text only: the CPU recipe's retrieval sequences are untested at this
-# scale (add them as a stage's last two numbers, e.g. stages=((0, 8192, 4, 1024, 8),)). Its
+# eighth of the context); GQA here. Text only: the CPU recipe's retrieval sequences are untested at
+# this scale (add them as a stage's last two numbers, e.g. stages=((0, 8192, 4, 1024, 8),)). Its
 # throughput has not been measured yet. The built-in Shakespeare corpus (1.4M tokens) is far too
 # small at this scale: prepare your own text first (python prepare_data.py --input=PATH
 # --name=mydata) and set --dataset=mydata.
