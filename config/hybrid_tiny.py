@@ -1,7 +1,8 @@
 # A first look: the RNoPE-SWA hybrid at toy size, about 3 minutes on a 2-core CPU.
 #   python train.py config/hybrid_tiny.py
 #   python sample.py --out_dir=out-hybrid-tiny --start="ROMEO:"
-# config/hybrid_long.py's model, shorter: half the layers, 256-token pretraining, then 512 tokens.
+# config/hybrid_long.py's width and 'SSSN' layers, smaller: half the layers, 4 heads sharing 2 k/v
+# heads, a window of 64, 256-token pretraining, then 512 tokens.
 # Text only: retrieval from text needs the main job's retrieval sequences and its longer budget.
 out_dir = 'out-hybrid-tiny'
 layer_pattern = 'SSSN'
