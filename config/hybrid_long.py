@@ -48,7 +48,8 @@ retrieval_distractors = 4  # up to 4 sentences such as "The crown is gentle." in
 retrieval_text_nouns = 0.5  # half the needles' nouns are words of the text ("The liberty love of
                             # Fable Orchid is 9320217."), not one of 14 fixed ones: with the wider
                             # keys one seed of two lost the wording training never uses, with these
-                            # nouns one of four (K17, K18, K20)
+                            # nouns one of four; with all nouns from the text binding fell
+                            # (results/pilots/key_binding_pilots.md: K17, K18, K20, K28)
 retrieval_weight = 0.3   # the answers' loss counts 0.3 against the text's: the circuit forms as
                          # fast, and the language model keeps more (val 4.98 against 5.12 at step
                          # 500 in pilots)
