@@ -1,7 +1,7 @@
 """
 The paper's ablation at toy scale, in one command per track:
 
-    python reproduce.py                          # the text track: 1 h 36 min on 2 cores (12-02)
+    python reproduce.py                          # the text track: 1 h 48 min on 2 cores (12-07)
     python reproduce.py --track=recall           # the recall track: ~1 hour on 2 cores (--jobs=1)
     python reproduce.py --track=recall-window    # its window ablation, to 512x: ~53 min (--jobs=1)
     python reproduce.py --variants=rope,rnope_swa --max_iters=40 --results=results-quick  # a look
@@ -106,8 +106,8 @@ eval_samples: '[1, inf)' = 4              # text track: prompts per eval grid ce
 eval_lengths: '[1, inf)' = ()             # eval_long.py's --lengths; () = 1x-8x the training length
                                           # (text), 1x-16x (recall)
 jobs: '[1, inf)' = 2                      # runs at a time, the cores shared out among them: on 2
-                                          # cores the text track took ~8 min of the machine per run
-                                          # this way, 11-12 one at a time
+                                          # cores two at a time used the machine better than one
+                                          # (2026-12-02: ~8 min of it per run, 11-12 one at a time)
 configure(globals())
 python = sys.executable
 # the scripts, config/ and out_root are relative to the repo
