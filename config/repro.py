@@ -2,9 +2,9 @@
 # exactly these settings (same data, budget and seed); reproduce.py adds only the variant's
 # layer_pattern, qk_norm, rope_theta or nope_temperature. It is the main job's recipe
 # (config/hybrid_long.py: the model, the window of 16, retrieval sequences beside the text from the
-# first step, half of them in one wording from the second stage) shrunk to about 12 minutes per
-# variant on 2 cores: shorter stages and a final length of 512, so that eval_long.py's 8x is 4,096
-# tokens.
+# first step, half of them in one wording from the second stage) shrunk to about 12 minutes of a
+# 2-core machine per variant: shorter stages and a final length of 512, so that eval_long.py's 8x
+# is 4,096 tokens.
 #   python train.py config/repro.py --layer_pattern=SSSN --out_dir=out-repro/rnope_swa-s0
 include('hybrid_long.py')
 out_dir = 'out-repro/rnope_swa-s0'
