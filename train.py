@@ -87,6 +87,8 @@ retrieval_score_last = True               # False: a same-wording sequence's las
                                           # away by elimination, is not scored
 retrieval_text_nouns: '[0, 1]' = 0.0      # chance that a needle's noun is words of the text, not
                                           # one of corpus.NOUNS
+retrieval_long_words: '[0, 1]' = 0.0      # chance that a word of a key from the text is one of 2
+                                          # or 3 tokens, as the held-out names are
 # model (see GPTConfig in model.py)
 n_layer: '[1, inf)' = 8
 n_head: '[1, inf)' = 4
@@ -271,7 +273,8 @@ def get_retrieval_batch(split, n, rng, T, same_wording):
                                     same_wording=same_wording,
                                     shared_word=retrieval_shared_word,
                                     score_last=retrieval_score_last,
-                                    text_nouns=retrieval_text_nouns)[:2] for _ in range(n)]
+                                    text_nouns=retrieval_text_nouns,
+                                    long_words=retrieval_long_words)[:2] for _ in range(n)]
         seqs, scored = map(np.stack, zip(*draws))
     except ValueError as e:
         fail(f"{e}: raise the retrieval length in stages")
