@@ -351,6 +351,30 @@ def test_text_nouns_draw_the_wording_s_noun_from_the_text_and_change_nothing_at_
         assert np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1]) and a[2] == b[2]
 
 
+def test_long_words_make_a_text_key_s_words_of_several_tokens_and_change_nothing_at_zero(dataset):
+    """long_words=1: every word of a key taken from the text is a word of the text that the
+    tokenizer splits in 2 or 3 tokens (as the held-out names are), never a held-out word;
+    long_words=0 draws exactly the sequences of a call without it."""
+    enc = get_tokenizer()
+    filler = np.fromfile(os.path.join(DATA, DATASET, 'train.bin'), dtype=np.uint16)
+    text = enc.decode(filler.tolist())
+    rng, sizes = np.random.default_rng(4), []
+    for _ in range(200):
+        _, _, asked = retrieval_sequence(enc, filler, 257, rng, needles=4, long_words=1.0)
+        for _, key, _, _, _ in asked:
+            words = re.split('[- ]', key) if key else []
+            if words and not {w.lower() for w in words} <= set(KEY_WORDS):  # from the text
+                for w in words:
+                    sizes.append(len(enc.encode_ordinary(' ' + w)))
+                    assert f" {w}" in text and not any(h in w.lower() for h in HELD_OUT_WORDS)
+    assert len(sizes) > 100 and set(sizes) == {2, 3}
+    for seed in range(20):
+        a, b = (retrieval_sequence(enc, filler, 257, np.random.default_rng(seed), needles=4,
+                                   distractors=4, same_wording=0.5, text_nouns=0.5, **kw)
+                for kw in ({}, {'long_words': 0.0}))
+        assert np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1]) and a[2] == b[2]
+
+
 def test_the_held_out_format_is_never_trained(dataset):
     """No training sequence holds the held-out format's words or its keys (names), so eval_long.py's
     heldout task asks in a format the model has never seen."""
