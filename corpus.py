@@ -182,12 +182,12 @@ def text_word(enc, filler, rng, long=False):
     -> 'Romeo'; with long=True a word the tokenizer splits in 2 or 3 tokens (' Navarre' ->
     'Navarre', ' commendations'), as the held-out names are (' Im', 'ogen'). Never one of the
     held-out format's names or words, so that eval_long.py's heldout task stays unseen."""
+    held = lambda text: any(w in text.lower() for w in HELD_OUT_WORDS)
     if enc.name not in WORD_TOKENS:
         pieces = [enc.decode_single_token_bytes(t) for t in range(enc.n_vocab)]
-        held = lambda p: any(w in p.decode(errors='replace').lower() for w in HELD_OUT_WORDS)
         WORD_TOKENS[enc.name] = {
-            'word': np.array([p[:1] == b' ' and len(p) > 3 and p[1:].isalpha() and not held(p)
-                              for p in pieces]),
+            'word': np.array([p[:1] == b' ' and len(p) > 3 and p[1:].isalpha()
+                              and not held(p[1:].decode()) for p in pieces]),
             'start': np.array([p[:1] == b' ' and len(p) > 2 and p[1:].isalpha() for p in pieces]),
             'more': np.array([p.isalpha() for p in pieces])}
     is_a = WORD_TOKENS[enc.name]
@@ -203,7 +203,7 @@ def text_word(enc, filler, rng, long=False):
         while is_a['more'][filler[j]] and j - i < 4:
             j += 1
         word = enc.decode([int(t) for t in filler[i:j]]).strip()
-        if 1 < j - i < 4 and not any(w in word.lower() for w in HELD_OUT_WORDS):
+        if 1 < j - i < 4 and not held(word):
             return word
 
 
