@@ -26,8 +26,9 @@ Each track's folder also holds logs/, one log per run (tail -f follows a run), a
 report, README.md, written by hand: the predictions, written before the track ran, beside what it
 measured.
 
-Runs go two at a time (--jobs), each with its share of the cores; their output goes to their logs. A
-run whose checkpoint has already finished is not trained again, one that stopped part way continues
+Runs go two at a time (--jobs), each with its share of the cores, and an odd one left over goes
+alone after them, with every core; their output goes to their logs (and a lone run's to the
+terminal). A run whose checkpoint has already finished is not trained again, one that stopped part way continues
 from its last checkpoint, and one whose evaluation exists is not evaluated again, so an interrupted
 run picks up where it stopped (delete out_root to start afresh).
 """
@@ -122,21 +123,22 @@ if set(chosen) - set(track_variants):
     fail(f"variants={variants!r}: the {track} track has {','.join(track_variants)}")
 
 
-def run(args, log_path):
-    """Run a repo script, its output to log_path (and to the terminal when one job runs at a time).
-    Returns the seconds it took."""
+def run(args, log_path, share):
+    """Run a repo script, its output to log_path (and to the terminal when it runs alone), with its
+    part of the cores when `share` runs go side by side. Returns the seconds it took."""
     shown = ' '.join(['python'] + args[1:])
     print(f"$ {shown}", flush=True)
     t0 = time.time()
+    threads = max(1, (os.cpu_count() or 1) // share)  # torch's threads
     with open(log_path, 'a') as log:
         log.write(f"$ {shown}\n")
         log.flush()
         proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                bufsize=1, env=env)
+                                bufsize=1, env=dict(os.environ, OMP_NUM_THREADS=str(threads)))
         for line in proc.stdout:
             log.write(line)
             log.flush()  # tail -f shows the runs as they go
-            if jobs == 1 and not line.startswith('\r'):
+            if share == 1 and not line.startswith('\r'):
                 sys.stdout.write(line)
                 sys.stdout.flush()
         if proc.wait():  # stops the track: the main thread says so in one line
@@ -176,13 +178,11 @@ ANALYSIS_ARGS = {'text': [f'--samples={eval_samples}'], 'recall': [],
 TEMPERATURE_ARGS = [f'--{k}={v}' for k, v in TEMPERATURE.items()]
 temperature_file = results_file(tuple(TEMPERATURE.values()))
 runs = [(n, s, f"{n}-s{s}") for n in chosen for s in range(seeds or seeds_of.get(n, other_seeds))]
-jobs = min(jobs, len(runs))  # one run alone gets every core
-# torch's threads per run
-env = dict(os.environ, OMP_NUM_THREADS=str(max(1, (os.cpu_count() or 1) // jobs)))
+jobs = min(jobs, len(runs))
 os.makedirs(os.path.join(results, 'logs'), exist_ok=True)
 
 
-def train_and_evaluate(name, s, run_name):
+def train_and_evaluate(name, s, run_name, share):
     out_dir = os.path.join(out_root, run_name)
     log_path = os.path.join(results, 'logs', f"{run_name}.log")
     times_path = os.path.join(out_dir, 'times.json')
@@ -201,33 +201,40 @@ def train_and_evaluate(name, s, run_name):
             open(log_path, 'w').close()
         train = [python, 'train.py', config_file, f'--out_dir={out_dir}', f'--max_iters={iters}']
         # with how many runs shared how many cores, for the tables
-        times = {'train': run(train + extra + resume, log_path), 'jobs': jobs,
+        times = {'train': run(train + extra + resume, log_path, share), 'jobs': share,
                  'cores': os.cpu_count()}
     lengths_arg = [f"--lengths={','.join(map(str, eval_lengths))}"] if eval_lengths else []
     evaluate = [python, 'eval_long.py', f'--out_dir={out_dir}'] + EVAL_ARGS[track] + lengths_arg
     analyse = [python, 'analyze_attention.py', f'--out_dir={out_dir}'] + ANALYSIS_ARGS[track]
     if not done('eval_long.json'):
-        times['eval'] = run(evaluate, log_path)
+        times['eval'] = run(evaluate, log_path, share)
     # the same weights, with the temperature at evaluation only
     if track == 'recall-window' and name in TEMPERATURE_AT_EVAL and not done(temperature_file):
-        times['eval'] += run(evaluate + TEMPERATURE_ARGS, log_path)
+        times['eval'] += run(evaluate + TEMPERATURE_ARGS, log_path, share)
     if not done('attention.json'):
-        times['analysis'] = run(analyse, log_path)
+        times['analysis'] = run(analyse, log_path, share)
     if track == 'text' and not done('attention_needles2.json'):  # binding: two needles, one asked
-        times['analysis'] = times.get('analysis', 0) + run(analyse + ['--needles=2'], log_path)
+        times['analysis'] = (times.get('analysis', 0)
+                             + run(analyse + ['--needles=2'], log_path, share))
     write_atomic(times_path, lambda tmp: json.dump(times, open(tmp, 'w')))
     spent = ', '.join(f"{k} {v:.0f} s" for k, v in times.items() if k not in ('jobs', 'cores'))
     print(f"{run_name} done: {spent}", flush=True)
 
 
-# each run's train -> eval -> analysis in order; the runs side by side
-with ThreadPoolExecutor(jobs) as pool:
-    try:
-        for done in [pool.submit(train_and_evaluate, *r) for r in runs]:
-            done.result()
-    except RuntimeError as failed:  # start no other run; one under way finishes, kept for a rerun
-        pool.shutdown(cancel_futures=True)
-        fail(str(failed))
+# each run's train -> eval -> analysis in order; the runs `jobs` at a time, and those left over
+# when they do not divide evenly after them, the cores shared among fewer (a last run alone gets
+# them all: torch cannot take more threads once a run has started)
+left = len(runs) % jobs
+batches = [(runs[:len(runs) - left], jobs), (runs[len(runs) - left:], left)]
+for batch, share in [(b, n) for b, n in batches if b]:
+    with ThreadPoolExecutor(share) as pool:
+        try:
+            for done in [pool.submit(train_and_evaluate, *r, share) for r in batch]:
+                done.result()
+        # start no other run; one under way finishes, kept for a rerun
+        except RuntimeError as failed:
+            pool.shutdown(cancel_futures=True)
+            fail(str(failed))
 
 
 def avg(values):

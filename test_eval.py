@@ -492,15 +492,17 @@ def test_recall_checkpoint_trains_evaluates_and_analyses(tmp_path):
 def test_reproduce_recall_track_runs_end_to_end(tmp_path, without_matplotlib):
     args = ['reproduce.py', '--track=recall', '--variants=rope,rnope_swa_temp', '--seeds=2',
             '--max_iters=3', f'--out_root={tmp_path}/out', f'--results={tmp_path}/results',
-            '--eval_lengths=128,256']
+            '--eval_lengths=128,256', '--jobs=3']
     p = run(*args)
     assert p.stdout.count('$ python train.py '
                           'config/recall.py') == 4 and '--nope_temperature=0.1' in p.stdout
-    # two at a time: their output in the logs
-    assert p.stdout.count(' done: train ') == 4 and 'iter 0:' not in p.stdout
+    # three at a time, their output in their logs; the fourth alone after them, its output shown
+    assert p.stdout.count(' done: train ') == 4 and p.stdout.count('iter 0:') == 1
+    assert p.stdout.index('rope-s1 done') < p.stdout.index('iter 0:')
     assert 'iter 0:' in open(tmp_path / 'results' / 'logs' / 'rope-s1.log').read()
     table = open(tmp_path / 'results' / 'recall.md').read()
-    assert "each run's wall clock, with 2 runs at a time on" in table
+    assert "each run's wall clock, with 1 run at a time on" in table
+    assert "or 3 runs at a time on" in table
     assert '| rope | `R` |' in table and '| rnope_swa_temp | `SSSN` +NoPE temp. β=0.1 |' in table
     summary = json.load(open(tmp_path / 'results' / 'recall.json'))
     assert summary['seeds'] == {'rope': 2, 'rnope_swa_temp': 2}
