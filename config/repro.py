@@ -15,7 +15,5 @@ stages = ((0, 256, 4, 48, 48),
           (400, 256, 4, 128, 16, 0.5),
           (700, 512, 2, 512, 2, 0.5))
 max_iters = 750
-retrieval_long_words = 0.0  # results/text was run before the main job's keys of long words (K32 in
-                            # results/pilots/key_binding_pilots.md): pinned until the track reruns
 eval_interval = 250
 seed = 1337
