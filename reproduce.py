@@ -1,7 +1,7 @@
 """
 The paper's ablation at toy scale, in one command per track:
 
-    python reproduce.py                          # the text track: 1 h 48 min on 2 cores (12-07)
+    python reproduce.py                          # the text track: 2 h 1 min on 2 cores (12-07)
     python reproduce.py --track=recall           # the recall track: ~1 hour on 2 cores (--jobs=1)
     python reproduce.py --track=recall-window    # its window ablation, to 512x: ~53 min (--jobs=1)
     python reproduce.py --variants=rope,rnope_swa --max_iters=40 --results=results-quick  # a look
