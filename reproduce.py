@@ -28,9 +28,9 @@ measured.
 
 Runs go two at a time (--jobs), each with its share of the cores, and an odd one left over goes
 alone after them, with every core; their output goes to their logs (and a lone run's to the
-terminal). A run whose checkpoint has already finished is not trained again, one that stopped part way continues
-from its last checkpoint, and one whose evaluation exists is not evaluated again, so an interrupted
-run picks up where it stopped (delete out_root to start afresh).
+terminal). A run whose checkpoint has already finished is not trained again, one that stopped part
+way continues from its last checkpoint, and one whose evaluation exists is not evaluated again, so
+an interrupted run picks up where it stopped (delete out_root to start afresh).
 """
 
 import json
