@@ -316,6 +316,7 @@ def draw_by_length(ax, values, T, title, ylabel):
     ax.set(xscale='log', xlabel=f'context / training length ({T} tokens)', ylabel=ylabel,
            title=title, ylim=(-0.02, 1.02))
     ax.set_xticks(x, [f"{v:g}×" for v in x])
+    ax.minorticks_off()  # a log axis labels its minor ticks too ('3×10⁰') where they fall between
     ax.legend(fontsize=6)
 
 
