@@ -178,7 +178,6 @@ ANALYSIS_ARGS = {'text': [f'--samples={eval_samples}'], 'recall': [],
 TEMPERATURE_ARGS = [f'--{k}={v}' for k, v in TEMPERATURE.items()]
 temperature_file = results_file(tuple(TEMPERATURE.values()))
 runs = [(n, s, f"{n}-s{s}") for n in chosen for s in range(seeds or seeds_of.get(n, other_seeds))]
-jobs = min(jobs, len(runs))
 os.makedirs(os.path.join(results, 'logs'), exist_ok=True)
 
 
@@ -222,8 +221,8 @@ def train_and_evaluate(name, s, run_name, share):
 
 
 # each run's train -> eval -> analysis in order; the runs `jobs` at a time, and those left over
-# when they do not divide evenly after them, the cores shared among fewer (a last run alone gets
-# them all: torch cannot take more threads once a run has started)
+# when they do not divide evenly (all of them, when fewer than `jobs`) after them, the cores shared
+# among fewer (a last run alone gets them all: torch cannot take more threads once a run started)
 left = len(runs) % jobs
 batches = [(runs[:len(runs) - left], jobs), (runs[len(runs) - left:], left)]
 for batch, share in [(b, n) for b, n in batches if b]:
