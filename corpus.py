@@ -183,7 +183,7 @@ def text_word(enc, filler, rng, long=False):
     'Navarre', ' commendations'), as the held-out names are (' Im', 'ogen'). Never one of the
     held-out format's names or words, so that eval_long.py's heldout task stays unseen."""
     held = lambda text: any(w in text.lower() for w in HELD_OUT_WORDS)
-    filler = np.asarray(filler)  # a plain view of a memmap, no copy: its items read ~10x faster
+    filler = np.asarray(filler)  # no copy: a plain view skips memmap's slower item reads
     if enc.name not in WORD_TOKENS:
         pieces = [enc.decode_single_token_bytes(t) for t in range(enc.n_vocab)]
         WORD_TOKENS[enc.name] = {
